@@ -1,0 +1,43 @@
+"""The ``ramp-airflow`` command line: tools for event organisers."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ramp_airflow.config import ConfigError, EventConfig, load_config
+
+
+def _summary(config: EventConfig) -> str:
+    aws = config.aws
+    image = aws.ami_image_id or f"newest AMI named {aws.ami_image_name!r}"
+    hooks = ", ".join(config.hooks) or "no hooks"
+    return f"event {config.event_name}: {image}, {aws.instance_type}, {hooks}"
+
+
+def check_config(paths: list[str]) -> int:
+    """Validate each file; print one summary line per good file and one line per problem."""
+    status = 0
+    for path in paths:
+        try:
+            config = load_config(path)
+        except ConfigError as err:
+            status = 2
+            for problem in err.problems:
+                print(problem, file=sys.stderr)
+        else:
+            print(f"{path}: OK: {_summary(config)}")
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ramp-airflow", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check-config", help="validate event config files")
+    check.add_argument("paths", nargs="+", metavar="PATH", help="config.yml files to check")
+    args = parser.parse_args(argv)
+    return check_config(args.paths)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,348 @@
+"""Load and validate an event's config file (the old RAMP AWS backend's ``config.yml``).
+
+Loading touches only the file itself (and the stat of ``aws.key_path``): DAG files call
+it at every parse, so it must stay fast and free of network and database access.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import shlex
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HOOK_NAMES = ("start_training", "successful_training", "failed_training")
+# The seed's README spells the success hook this way; configs written for it keep working.
+HOOK_ALIASES = {"after_sucessful_training": "successful_training"}
+
+_REQUIRED = object()
+_EVENT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True)
+class _Field:
+    kind: str  # "str", "int", "number", "bool", "str_list", "hooks"
+    default: Any = _REQUIRED
+    positive: bool = False
+
+
+_SECTIONS: dict[str, dict[str, _Field]] = {
+    "sqlalchemy": {
+        "drivername": _Field("str", "postgresql"),
+        "username": _Field("str", None),
+        "password": _Field("str", None),
+        "host": _Field("str", None),
+        "port": _Field("int", 5432, positive=True),
+        "database": _Field("str", None),
+        "postgres_conn_id": _Field("str", None),
+    },
+    "ramp": {
+        "event_name": _Field("str"),
+    },
+    "aws": {
+        "ami_image_id": _Field("str", None),
+        "ami_image_name": _Field("str", None),
+        "ami_owners": _Field("str_list", ("self",)),
+        "ami_user_name": _Field("str"),
+        "instance_type": _Field("str"),
+        "key_name": _Field("str"),
+        "key_path": _Field("str", None),
+        "security_group": _Field("str"),
+        "remote_ramp_kit_folder": _Field("str"),
+        "local_predictions_folder": _Field("str"),
+        "local_log_folder": _Field("str"),
+        "check_status_interval_secs": _Field("number", 60, positive=True),
+        "check_finished_training_interval_secs": _Field("number", 60, positive=True),
+        "train_loop_interval_secs": _Field("number", 60, positive=True),
+        "memory_profiling": _Field("bool", False),
+        "hooks": _Field("hooks", None),
+        "profile_name": _Field("str", None),
+        "access_key_id": _Field("str", None),
+        "secret_access_key": _Field("str", None),
+        "region_name": _Field("str", None),
+        "use_spot_instance": _Field("bool", False),
+        "aws_conn_id": _Field("str", None),
+        "ssh_conn_id": _Field("str", None),
+        "ssh_port": _Field("int", 22, positive=True),
+        "training_command": _Field("str", "ramp-test"),
+        "training_timeout_secs": _Field("number", None, positive=True),
+        "instance_ready_timeout_secs": _Field("number", 900, positive=True),
+        "spot_wait_secs": _Field("number", 120, positive=True),
+        "max_concurrent_instances": _Field("int", 10, positive=True),
+    },
+}
+_REQUIRED_SECTIONS = ("ramp", "aws")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a config file, named by the dotted field it concerns."""
+
+    path: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}: {self.field}" if self.field else self.path
+        return f"{where}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; ``problems`` lists every reason at once."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """Where the RAMP database is: an Airflow Postgres connection, or the inline fields."""
+
+    postgres_conn_id: str | None
+    drivername: str
+    username: str | None
+    password: str | None = field(repr=False)
+    host: str | None
+    port: int
+    database: str | None
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """The ``aws`` section, with defaults applied and relative local folders made absolute."""
+
+    ami_image_id: str | None
+    ami_image_name: str | None
+    ami_owners: tuple[str, ...]
+    ami_user_name: str
+    instance_type: str
+    key_name: str
+    key_path: str | None
+    security_group: str
+    remote_ramp_kit_folder: str
+    local_predictions_folder: str
+    local_log_folder: str
+    check_status_interval_secs: float
+    check_finished_training_interval_secs: float
+    train_loop_interval_secs: float
+    memory_profiling: bool
+    profile_name: str | None
+    access_key_id: str | None
+    secret_access_key: str | None = field(repr=False)
+    region_name: str | None
+    use_spot_instance: bool
+    aws_conn_id: str | None
+    ssh_conn_id: str | None
+    ssh_port: int
+    training_command: tuple[str, ...]
+    training_timeout_secs: float | None
+    instance_ready_timeout_secs: float
+    spot_wait_secs: float
+    max_concurrent_instances: int
+
+
+@dataclass(frozen=True)
+class EventConfig:
+    """One event's validated configuration."""
+
+    path: str
+    event_name: str
+    database: DatabaseSettings
+    aws: AwsSettings
+    hooks: Mapping[str, tuple[str, ...]]
+
+
+def load_config(path: str | os.PathLike) -> EventConfig:
+    """Read and validate one config file; raise :class:`ConfigError` naming every problem."""
+    path = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError([Problem(path, "", f"cannot read the file: {err.strerror}")]) from None
+    try:
+        raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f"line {mark.line + 1}: " if mark is not None else ""
+        reason = getattr(err, "problem", None) or str(err)
+        raise ConfigError([Problem(path, "", f"{line}YAML syntax error: {reason}")]) from None
+    return _Validator(path).validate(raw)
+
+
+class _Validator:
+    def __init__(self, path: str):
+        self.path = path
+        self.problems: list[Problem] = []
+
+    def fail(self, where: str, message: str) -> None:
+        self.problems.append(Problem(self.path, where, message))
+
+    def validate(self, raw: Any) -> EventConfig:
+        if not isinstance(raw, dict):
+            self.fail("", "the file must hold a mapping with sections " + ", ".join(_SECTIONS))
+            raise ConfigError(self.problems)
+        self._unknown(raw, _SECTIONS, "")
+        values = {name: self._section(raw, name) for name in _SECTIONS}
+        db, ramp, aws = values["sqlalchemy"], values["ramp"], values["aws"]
+        self._check_database(db)
+        self._check_event_name(ramp.get("event_name"))
+        self._check_aws(aws)
+        hooks = self._hooks(aws.pop("hooks"))
+        if self.problems:
+            raise ConfigError(self.problems)
+        base = Path(self.path).resolve().parent
+        for name in ("local_predictions_folder", "local_log_folder"):
+            aws[name] = str(base / Path(aws[name]).expanduser())
+        aws["ami_owners"] = tuple(aws["ami_owners"])
+        aws["training_command"] = tuple(shlex.split(aws["training_command"]))
+        return EventConfig(
+            path=str(Path(self.path).resolve()),
+            event_name=ramp["event_name"],
+            database=DatabaseSettings(**db),
+            aws=AwsSettings(**aws),
+            hooks=hooks,
+        )
+
+    def _unknown(self, given: Mapping, known: Mapping, prefix: str) -> None:
+        for key in given:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            self.fail(f"{prefix}{key}", f"unknown field{hint}")
+
+    def _section(self, raw: dict, name: str) -> dict[str, Any]:
+        fields = _SECTIONS[name]
+        given = raw.get(name)
+        if given is None:
+            if name in _REQUIRED_SECTIONS:
+                self.fail(name, "missing required section")
+            given = {}
+        elif not isinstance(given, dict):
+            self.fail(name, f"must be a mapping of fields, not {_type_name(given)}")
+            given = {}
+        self._unknown(given, fields, f"{name}.")
+        out = {}
+        for key, spec in fields.items():
+            where = f"{name}.{key}"
+            value = given.get(key)
+            if value is None:
+                if spec.default is _REQUIRED and name in raw:
+                    self.fail(where, "missing required field")
+                out[key] = None if spec.default is _REQUIRED else spec.default
+            else:
+                out[key] = self._typed(where, spec, value)
+        return out
+
+    def _typed(self, where: str, spec: _Field, value: Any) -> Any:
+        ok = {
+            "str": isinstance(value, str) and value.strip() != "",
+            "int": isinstance(value, int) and not isinstance(value, bool),
+            "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+            "bool": isinstance(value, bool),
+            "str_list": isinstance(value, list) and value != [] and all(isinstance(v, str) and v for v in value),
+            "hooks": isinstance(value, dict),
+        }[spec.kind]
+        if not ok:
+            expected = {
+                "str": "a non-empty string",
+                "int": "a whole number",
+                "number": "a number",
+                "bool": "true or false",
+                "str_list": "a non-empty list of strings",
+                "hooks": "a mapping of hook names to commands",
+            }[spec.kind]
+            self.fail(where, f"must be {expected}, not {_type_name(value)} {value!r}")
+            return spec.default if spec.default is not _REQUIRED else None
+        if spec.positive and value <= 0:
+            self.fail(where, f"must be greater than 0, not {value}")
+        return value
+
+    def _check_database(self, db: dict) -> None:
+        if db["postgres_conn_id"] is None:
+            for key in ("username", "host", "database"):
+                if db[key] is None:
+                    self.fail(f"sqlalchemy.{key}", "missing required field (or give sqlalchemy.postgres_conn_id)")
+        if not db["drivername"].startswith("postgresql"):
+            self.fail("sqlalchemy.drivername", f"only PostgreSQL is supported, not {db['drivername']!r}")
+
+    def _check_event_name(self, name: str | None) -> None:
+        if name is not None and not _EVENT_NAME.match(name):
+            self.fail("ramp.event_name", "may only hold letters, digits, '_', '-' and '.' (it names the DAGs)")
+
+    def _check_aws(self, aws: dict) -> None:
+        if (aws["ami_image_id"] is None) == (aws["ami_image_name"] is None):
+            self.fail("aws.ami_image_id", "give exactly one of aws.ami_image_id and aws.ami_image_name")
+        elif aws["ami_image_id"] is not None and not aws["ami_image_id"].startswith("ami-"):
+            self.fail("aws.ami_image_id", f"must start with 'ami-', not {aws['ami_image_id']!r}")
+        if (aws["access_key_id"] is None) != (aws["secret_access_key"] is None):
+            self.fail("aws.access_key_id", "give both aws.access_key_id and aws.secret_access_key, or neither")
+        elif aws["access_key_id"] is not None and aws["profile_name"] is not None:
+            self.fail("aws.profile_name", "give aws.profile_name or the access keys, not both")
+        if aws["ssh_port"] is not None and aws["ssh_port"] > 65535:
+            self.fail("aws.ssh_port", f"must be a TCP port (1 to 65535), not {aws['ssh_port']}")
+        if aws["training_command"] is not None:
+            try:
+                if not shlex.split(aws["training_command"]):
+                    self.fail("aws.training_command", "must name a command")
+            except ValueError as err:
+                self.fail("aws.training_command", f"cannot be split into arguments: {err}")
+        self._check_key_path(aws)
+
+    def _check_key_path(self, aws: dict) -> None:
+        key_path = aws["key_path"]
+        if key_path is None:
+            if aws["ssh_conn_id"] is None:
+                self.fail("aws.key_path", "missing required field (or give aws.ssh_conn_id)")
+            return
+        resolved = Path(key_path).expanduser()
+        if not resolved.is_absolute():
+            resolved = Path(self.path).resolve().parent / resolved
+        try:
+            mode = resolved.stat().st_mode
+        except OSError as err:
+            self.fail("aws.key_path", f"{resolved}: {err.strerror}")
+            return
+        if not stat.S_ISREG(mode):
+            self.fail("aws.key_path", f"{resolved} is not a file")
+        elif mode & 0o077:
+            self.fail(
+                "aws.key_path",
+                f"{resolved} can be read by other users (mode {stat.S_IMODE(mode):04o}); run chmod 600 on it",
+            )
+        aws["key_path"] = str(resolved)
+
+    def _hooks(self, given: dict | None) -> dict[str, tuple[str, ...]]:
+        hooks: dict[str, tuple[str, ...]] = {}
+        for name, commands in (given or {}).items():
+            where = f"aws.hooks.{name}"
+            canonical = HOOK_ALIASES.get(name, name)
+            if canonical not in HOOK_NAMES:
+                close = difflib.get_close_matches(str(name), [*HOOK_NAMES, *HOOK_ALIASES], n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                self.fail(where, f"unknown hook{hint}; hooks are " + ", ".join(HOOK_NAMES))
+                continue
+            if canonical in hooks:
+                self.fail(where, f"{canonical} is given twice (under its alias too)")
+                continue
+            if isinstance(commands, str):
+                commands = [commands]
+            if not (isinstance(commands, list) and commands and all(isinstance(c, str) and c.strip() for c in commands)):
+                self.fail(where, f"must be a command or a list of commands, not {commands!r}")
+                continue
+            hooks[canonical] = tuple(commands)
+        return hooks
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", bool: "a boolean", str: "a string"}.get(
+        type(value), type(value).__name__
+    )

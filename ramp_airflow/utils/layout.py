@@ -1,0 +1,54 @@
+"""Where a submission's files live: on the RAMP server, on the instance and in the local folders.
+
+Every path of the training path is derived here, from the submission id, so that no
+participant-chosen name ever becomes part of a path or a command.
+"""
+
+from __future__ import annotations
+
+import posixpath
+
+TRAINING_OUTPUT = "training_output"
+LOG_FILE = "log"
+MPROF_FILE = "mprof.dat"
+
+
+def submission_folder(submission_id: int) -> str:
+    """The folder name RAMP gives a submission, e.g. ``submission_000000042``."""
+    if isinstance(submission_id, bool) or not isinstance(submission_id, int) or submission_id < 0:
+        raise ValueError(f"submission id must be a non-negative integer, not {submission_id!r}")
+    return f"submission_{submission_id:09d}"
+
+
+def remote_kit_folder(remote_ramp_kit_folder: str) -> str:
+    """
+    The kit folder as a path that needs no shell expansion on the instance.
+
+    The seed writes ``~/ramp-kits/iris``; SSH sessions and rsync start in the user's home,
+    so the same folder is the relative path ``ramp-kits/iris``, which can be quoted safely.
+    """
+    if remote_ramp_kit_folder == "~":
+        return "."
+    if remote_ramp_kit_folder.startswith("~/"):
+        return remote_ramp_kit_folder[2:].lstrip("/") or "."
+    return remote_ramp_kit_folder
+
+
+def remote_submission_dir(remote_ramp_kit_folder: str, submission_id: int) -> str:
+    """``<kit>/submissions/submission_{id:09d}`` on the instance."""
+    return posixpath.join(remote_kit_folder(remote_ramp_kit_folder), "submissions", submission_folder(submission_id))
+
+
+def local_submission_dir(ramp_submissions_path: str, submission_id: int) -> str:
+    """The submission's files on the RAMP server (``events.path_ramp_submissions``)."""
+    return posixpath.join(ramp_submissions_path, submission_folder(submission_id))
+
+
+def local_predictions_dir(local_predictions_folder: str, submission_id: int) -> str:
+    """Where the submission's ``training_output`` is downloaded."""
+    return posixpath.join(local_predictions_folder, submission_folder(submission_id))
+
+
+def local_log_dir(local_log_folder: str, submission_id: int) -> str:
+    """Where the submission's log and ``mprof.dat`` are downloaded (the hooks' submission folder)."""
+    return posixpath.join(local_log_folder, submission_folder(submission_id))

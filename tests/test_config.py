@@ -1,0 +1,198 @@
+"""The event config file: what the seed's users write, and every way it can be wrong."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+
+from ramp_airflow.cli import main
+from ramp_airflow.config import ConfigError, load_config
+
+
+@pytest.fixture
+def key_file(tmp_path):
+    key = tmp_path / "id_rsa"
+    key.write_text("not a real key\n")
+    key.chmod(0o600)
+    return key
+
+
+def seed_config(key_file, **aws_overrides) -> str:
+    """The seed README's example, with a real key file; overrides replace aws lines."""
+    aws = {
+        "ami_image_id": "ami-0bc19972",
+        "ami_user_name": "ubuntu",
+        "instance_type": "t2.micro",
+        "key_name": "key",
+        "key_path": str(key_file),
+        "security_group": "launch-wizard-1",
+        "remote_ramp_kit_folder": "~/ramp-kits/iris",
+        "local_predictions_folder": "./predictions",
+        "local_log_folder": "./logs",
+        "check_status_interval_secs": "60",
+        "check_finished_training_interval_secs": "60",
+        "train_loop_interval_secs": "60",
+        "memory_profiling": "true",
+        "hooks": "\n        after_sucessful_training: cd /mnt/ramp_data/frontend;fab update_leaderboards:e=iris",
+    }
+    aws.update(aws_overrides)
+    lines = "\n".join(f"    {k} : {v}" for k, v in aws.items() if v is not None)
+    return textwrap.dedent(
+        """\
+        sqlalchemy:
+            drivername: postgresql
+            username: username
+            password: secret
+            host: localhost
+            port: 5432
+            database: ramp
+        ramp:
+            event_name : iris
+        aws:
+        """
+    ) + lines + "\n"
+
+
+def write(tmp_path, text, name="config.yml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def problems_of(path) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    return [str(p) for p in err.value.problems]
+
+
+def test_seed_example_loads_with_defaults_and_alias(tmp_path, key_file):
+    config = load_config(write(tmp_path, seed_config(key_file)))
+    assert config.event_name == "iris"
+    assert config.aws.ami_image_id == "ami-0bc19972" and config.aws.ami_image_name is None
+    assert config.aws.ami_owners == ("self",)
+    assert config.aws.memory_profiling is True
+    assert config.aws.check_status_interval_secs == 60
+    assert config.aws.ssh_port == 22 and config.aws.training_timeout_secs is None
+    assert config.aws.training_command == ("ramp-test",)
+    # Relative local folders are relative to the config file, not to whatever the worker's cwd is.
+    assert config.aws.local_predictions_folder == str(tmp_path / "predictions")
+    assert config.hooks == {
+        "successful_training": ("cd /mnt/ramp_data/frontend;fab update_leaderboards:e=iris",)
+    }
+    assert config.database.host == "localhost" and config.database.port == 5432
+    assert "secret" not in repr(config)
+
+
+def test_hook_lists_and_new_fields(tmp_path, key_file):
+    text = seed_config(
+        key_file,
+        ami_image_id=None,
+        ami_image_name="iris_backend",
+        ami_owners="[self, '123456789012']",
+        hooks="\n        start_training: echo start\n        failed_training: [echo one, echo two]",
+        training_command="\"'ramp-test' --quick-test\"",
+        training_timeout_secs="3600",
+        use_spot_instance="true",
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.aws.ami_image_name == "iris_backend"
+    assert config.aws.ami_owners == ("self", "123456789012")
+    assert config.hooks == {"start_training": ("echo start",), "failed_training": ("echo one", "echo two")}
+    assert config.aws.training_command == ("ramp-test", "--quick-test")
+    assert config.aws.training_timeout_secs == 3600 and config.aws.use_spot_instance is True
+
+
+def test_connections_replace_inline_secrets(tmp_path):
+    text = textwrap.dedent(
+        """\
+        sqlalchemy: {postgres_conn_id: ramp_db}
+        ramp: {event_name: iris}
+        aws:
+          ami_image_name: iris_backend
+          ami_user_name: ubuntu
+          instance_type: t2.micro
+          key_name: key
+          security_group: default
+          remote_ramp_kit_folder: ~/ramp-kits/iris
+          local_predictions_folder: /srv/ramp/predictions
+          local_log_folder: /srv/ramp/logs
+          aws_conn_id: aws_ramp
+          ssh_conn_id: ssh_ramp
+        """
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.database.postgres_conn_id == "ramp_db" and config.database.host is None
+    assert config.aws.key_path is None and config.aws.ssh_conn_id == "ssh_ramp"
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ({"instance_typ": "t2.micro"}, "aws.instance_typ: unknown field (did you mean 'instance_type'?)"),
+        ({"instance_type": None}, "aws.instance_type: missing required field"),
+        ({"instance_type": "[a, b]"}, "aws.instance_type: must be a non-empty string, not a list"),
+        ({"memory_profiling": "'yes'"}, "aws.memory_profiling: must be true or false"),
+        ({"ami_image_name": "iris_backend"}, "aws.ami_image_id: give exactly one of"),
+        ({"ami_image_id": None}, "aws.ami_image_id: give exactly one of"),
+        ({"ami_image_id": "0bc19972"}, "aws.ami_image_id: must start with 'ami-'"),
+        ({"check_status_interval_secs": "0"}, "aws.check_status_interval_secs: must be greater than 0, not 0"),
+        ({"train_loop_interval_secs": "-5"}, "aws.train_loop_interval_secs: must be greater than 0"),
+        ({"hooks": "\n        after_training: echo"}, "aws.hooks.after_training: unknown hook"),
+        ({"hooks": "\n        start_training: []"}, "aws.hooks.start_training: must be a command or a list"),
+        ({"key_path": "/nonexistent/id_rsa"}, "aws.key_path: /nonexistent/id_rsa: No such file or directory"),
+        ({"ssh_port": "70000"}, "aws.ssh_port: must be a TCP port"),
+        ({"access_key_id": "AKIA"}, "aws.access_key_id: give both"),
+    ],
+)
+def test_each_mistake_names_its_field(tmp_path, key_file, override, expected):
+    path = write(tmp_path, seed_config(key_file, **override))
+    problems = problems_of(path)
+    assert any(p.startswith(f"{path}: ") and expected in p for p in problems), problems
+
+
+def test_key_readable_by_others_is_refused(tmp_path, key_file):
+    key_file.chmod(0o644)
+    problems = problems_of(write(tmp_path, seed_config(key_file)))
+    assert problems == [f"{tmp_path}/config.yml: aws.key_path: {key_file} can be read by other users (mode 0644); run chmod 600 on it"]
+
+
+def test_all_problems_reported_at_once(tmp_path, key_file):
+    text = seed_config(key_file, instance_type=None, memory_profiling="1").replace("event_name : iris", "event_nam: iris")
+    problems = problems_of(write(tmp_path, text))
+    fields = sorted(p.split(": ")[1] for p in problems)
+    assert fields == ["aws.instance_type", "aws.memory_profiling", "ramp.event_nam", "ramp.event_name"]
+
+
+def test_missing_section_and_bad_event_name(tmp_path):
+    problems = problems_of(write(tmp_path, "ramp:\n  event_name: 'iris test'\n"))
+    assert any("aws: missing required section" in p for p in problems)
+    assert any("ramp.event_name: may only hold" in p for p in problems)
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path, key_file):
+    text = seed_config(key_file).replace("instance_type : t2.micro", "instance_type : [t2.micro")
+    problems = problems_of(write(tmp_path, text))
+    assert len(problems) == 1 and "YAML syntax error" in problems[0]
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if "[t2.micro" in l)
+    assert f"line {line}:" in problems[0] or f"line {line + 1}:" in problems[0]
+
+
+def test_check_config_command(tmp_path, key_file, capsys):
+    good = write(tmp_path, seed_config(key_file), "good.yml")
+    bad = write(tmp_path, seed_config(key_file, instance_type=None, key_path="~/nope"), "bad.yml")
+    assert main(["check-config", str(good)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [f"{good}: OK: event iris: ami-0bc19972, t2.micro, successful_training"]
+
+    assert main(["check-config", str(good), str(bad)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith(f"{bad}: aws.") for line in err)
+    assert "Traceback" not in captured.err
+
+
+def test_check_config_missing_file(tmp_path, capsys):
+    assert main(["check-config", str(tmp_path / "none.yml")]) == 2
+    assert "cannot read the file: No such file or directory" in capsys.readouterr().err
