@@ -1,0 +1,244 @@
+"""OpenSSH ``sshd`` on 127.0.0.1: the stand-in for every EC2 instance.
+
+The provider talks to instances only over SSH/rsync, so a real sshd with a
+real ``ubuntu`` user is the most faithful fake: the user's home holds the kit at
+``~/ramp-kits/iris`` (with generated data, owned by ubuntu) and its ``~/.profile``
+puts the RAMP virtualenv on PATH, the way the seed's Step 1 prepares an AMI;
+so ``ramp-test`` and ``mprof`` are found by a *login* shell only, as on the AMI.
+
+Host and client keys are generated per run, and a ``known_hosts`` file is
+provided so clients verify the host key instead of accepting any. sshd runs in
+the foreground (``-D -e``) so the PID we hold is sshd's own.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pwd
+import shlex
+import shutil
+import subprocess
+import tempfile
+
+from testbench._proc import free_port, stop_pid, tail, tcp_banner, wait_until
+
+USER = "ubuntu"
+RAMP_VENV_BIN = "/opt/ramp-airflow/ramp-venv/bin"
+KIT_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kit")
+KIT_REL = "ramp-kits/iris"  # relative to the user's home: the remote kit folder
+MARK_BEGIN, MARK_END = "# >>> ramp-airflow bench >>>", "# <<< ramp-airflow bench <<<"
+PROFILE_BLOCK = f'{MARK_BEGIN}\nexport PATH="{RAMP_VENV_BIN}:$PATH"\n{MARK_END}\n'
+
+
+@dataclasses.dataclass
+class SSHInstance:
+    """A running bench sshd. ``key_path``/``known_hosts`` are for the clients."""
+
+    host: str
+    port: int
+    user: str
+    home: str
+    key_path: str
+    public_key: str
+    known_hosts: str
+    known_hosts_line: str
+    base_dir: str
+    config: str
+    proc: subprocess.Popen | None = None
+
+    remote_kit_folder = "~/" + KIT_REL
+    kit_path_from_home = KIT_REL
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def kit_dir(self) -> str:
+        """The kit's absolute path on the (local) instance filesystem."""
+        return os.path.join(self.home, KIT_REL)
+
+    def ssh_argv(self) -> list[str]:
+        """``ssh`` with the bench key and strict host key checking, no host."""
+        return ["ssh", "-F", "/dev/null", "-i", self.key_path, "-p", str(self.port),
+                "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+                "-o", f"UserKnownHostsFile={self.known_hosts}",
+                "-o", "GlobalKnownHostsFile=/dev/null",
+                "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10"]
+
+    def rsync_rsh(self) -> str:
+        """The value for ``rsync -e`` (rsync splits it like a shell would)."""
+        return shlex.join(self.ssh_argv())
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@{self.host}"
+
+    def run(self, argv: list[str], cwd: str | None = KIT_REL, login: bool = True,
+            timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+        """Run ``argv`` on the instance through a login shell, in ``cwd``."""
+        inner = shlex.join(argv)
+        if cwd:
+            inner = f"cd {shlex.quote(cwd)} && {inner}"
+        remote = shlex.join(["bash", "-lc", inner]) if login else inner
+        return subprocess.run(self.ssh_argv() + [self.destination, remote],
+                              capture_output=True, text=True, timeout=timeout,
+                              **kwargs)
+
+    def start(self, timeout: float = 15.0) -> None:
+        log = open(os.path.join(self.base_dir, "sshd.log"), "a")
+        with log:
+            self.proc = subprocess.Popen(
+                ["/usr/sbin/sshd", "-D", "-e", "-f", self.config],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_until(lambda: self.proc.poll() is not None
+                       or tcp_banner(self.port, b"SSH-"), timeout, "sshd banner")
+        except TimeoutError:
+            self.stop()
+            raise RuntimeError(f"sshd not ready:\n{self.log_tail()}") from None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"sshd exited {self.proc.returncode}:\n"
+                               f"{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_pid(self.proc.pid, proc=self.proc)
+
+    def session_pids(self) -> list[int]:
+        """PIDs of the per-connection sshd processes (children of our sshd)."""
+        return children_of(self.proc.pid) if self.proc else []
+
+    def drop_connections(self) -> None:
+        """End every open SSH connection, as a network drop would, by PID."""
+        for pid in self.session_pids():
+            stop_pid(pid, timeout=5)
+
+    def restart(self, drop_connections: bool = True) -> None:
+        """Stop sshd and start it again on the same port with the same keys.
+
+        With ``drop_connections`` (default) open sessions are ended too;
+        otherwise they survive the listener, as with a real sshd restart.
+        """
+        if drop_connections:
+            self.drop_connections()
+        self.stop()
+        self.start()
+
+    def log_tail(self, n: int = 40) -> str:
+        return tail(os.path.join(self.base_dir, "sshd.log"), n)
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of ``pid``, read from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def _keygen(path: str, comment: str) -> str:
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment,
+                    "-f", path], check=True, stdin=subprocess.DEVNULL)
+    with open(path + ".pub") as f:
+        return f.read().strip()
+
+
+def _strip_profile_block(profile: str) -> None:
+    if not os.path.exists(profile):
+        return
+    with open(profile) as f:
+        text = f.read()
+    while MARK_BEGIN in text and MARK_END in text:
+        head, rest = text.split(MARK_BEGIN, 1)
+        text = head + rest.split(MARK_END, 1)[1].lstrip("\n")
+    with open(profile, "w") as f:
+        f.write(text)
+
+
+def install_kit(home: str, uid: int, gid: int) -> str:
+    """Copy the bench kit to ``home/ramp-kits/iris`` with data, owned by the user."""
+    kit = os.path.join(home, KIT_REL)
+    shutil.rmtree(kit, ignore_errors=True)  # a leftover of a killed run
+    shutil.copytree(KIT_SRC, kit, ignore=shutil.ignore_patterns(
+        "data", "training_output", "__pycache__"))
+    subprocess.run([f"{RAMP_VENV_BIN}/python", "prepare_data.py", kit], cwd=kit,
+                   check=True)
+    for root in (os.path.dirname(kit), kit):
+        os.chown(root, uid, gid)
+    for root, dirs, files in os.walk(kit):
+        for name in dirs + files:
+            os.chown(os.path.join(root, name), uid, gid)
+    return kit
+
+
+def _write_config(base: str, port: int) -> str:
+    config = os.path.join(base, "sshd_config")
+    lines = [f"Port {port}", "ListenAddress 127.0.0.1",
+             f"HostKey {base}/host_ed25519", f"PidFile {base}/sshd.pid",
+             f"AuthorizedKeysFile {base}/authorized_keys", "StrictModes no",
+             "PubkeyAuthentication yes", "PasswordAuthentication no",
+             "KbdInteractiveAuthentication no",
+             # PAM: the AMI-like user has a locked password ("!"), which
+             # sshd rejects without PAM even for key logins.
+             "UsePAM yes",
+             f"AllowUsers {USER}", "PermitRootLogin no", "X11Forwarding no",
+             "PrintMotd no", "MaxStartups 50:30:100", "MaxSessions 50",
+             "Subsystem sftp internal-sftp", "LogLevel VERBOSE"]
+    with open(config, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return config
+
+
+@contextlib.contextmanager
+def running_instance(port: int | None = None):
+    """Start the bench sshd, yield an :class:`SSHInstance`, always clean up."""
+    pw = pwd.getpwnam(USER)
+    port = port or free_port()
+    base = tempfile.mkdtemp(prefix="bench-ssh-")
+    os.chmod(base, 0o711)  # sshd reads authorized_keys as the user
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation
+    profile = os.path.join(pw.pw_dir, ".profile")
+    kits = os.path.join(pw.pw_dir, "ramp-kits")
+    kits_existed = os.path.isdir(kits)
+    inst = None
+    try:
+        host_pub = _keygen(os.path.join(base, "host_ed25519"), "bench-host")
+        client_pub = _keygen(os.path.join(base, "client_ed25519"), "bench-client")
+        authorized = os.path.join(base, "authorized_keys")
+        with open(authorized, "w") as f:
+            f.write(client_pub + "\n")
+        os.chmod(authorized, 0o644)
+        kh_line = f"[127.0.0.1]:{port} " + " ".join(host_pub.split()[:2])
+        known_hosts = os.path.join(base, "known_hosts")
+        with open(known_hosts, "w") as f:
+            f.write(kh_line + "\n")
+        install_kit(pw.pw_dir, pw.pw_uid, pw.pw_gid)
+        _strip_profile_block(profile)
+        with open(profile, "a") as f:
+            f.write(PROFILE_BLOCK)
+        os.chown(profile, pw.pw_uid, pw.pw_gid)
+        inst = SSHInstance(host="127.0.0.1", port=port, user=USER, home=pw.pw_dir,
+                           key_path=os.path.join(base, "client_ed25519"),
+                           public_key=client_pub, known_hosts=known_hosts,
+                           known_hosts_line=kh_line, base_dir=base,
+                           config=_write_config(base, port))
+        inst.start()
+        yield inst
+    finally:
+        if inst is not None:
+            inst.stop()
+        _strip_profile_block(profile)
+        shutil.rmtree(os.path.join(pw.pw_dir, KIT_REL), ignore_errors=True)
+        if not kits_existed:
+            shutil.rmtree(kits, ignore_errors=True)
+        shutil.rmtree(base, ignore_errors=True)
