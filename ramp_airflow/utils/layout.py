@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import posixpath
 
+SUBMISSIONS = "submissions"  # in the kit folder
 TRAINING_OUTPUT = "training_output"
 LOG_FILE = "log"
 MPROF_FILE = "mprof.dat"
+# The remote training job's record, inside the submission dir (see utils/remote_commands.py).
+JOB_DIR = "training_job"
+JOB_PID = "pid"
+JOB_STARTED_AT = "started_at"
+JOB_EXIT_CODE = "exit_code"
+# Never deleted: a lock on a re-created file would not exclude a holder of the old one.
+JOB_LOCK = ".training.lock"
 
 
 def submission_folder(submission_id: int) -> str:
@@ -36,7 +44,7 @@ def remote_kit_folder(remote_ramp_kit_folder: str) -> str:
 
 def remote_submission_dir(remote_ramp_kit_folder: str, submission_id: int) -> str:
     """``<kit>/submissions/submission_{id:09d}`` on the instance."""
-    return posixpath.join(remote_kit_folder(remote_ramp_kit_folder), "submissions", submission_folder(submission_id))
+    return posixpath.join(remote_kit_folder(remote_ramp_kit_folder), SUBMISSIONS, submission_folder(submission_id))
 
 
 def local_submission_dir(ramp_submissions_path: str, submission_id: int) -> str:

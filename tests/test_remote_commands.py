@@ -1,0 +1,118 @@
+"""The remote command builders, as strings, and the parsers of what those commands print."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from ramp_airflow.utils import remote_commands as rc
+
+KIT = "~/ramp-kits/iris"
+SUB = "ramp-kits/iris/submissions/submission_000000042"
+
+
+def script_of(command: str) -> str:
+    argv = shlex.split(command)
+    assert argv[:2] == ["bash", "-c"] and len(argv) == 3
+    return argv[2]
+
+
+def test_paths_are_relative_to_the_home_and_derive_from_the_id():
+    assert rc.prepare_upload_command(KIT, 42) == f"mkdir -p -- {SUB}"
+    assert rc.prepare_upload_command("/srv/kit", 42) == "mkdir -p -- /srv/kit/submissions/submission_000000042"
+    with pytest.raises(ValueError):
+        rc.prepare_upload_command(KIT, "42; touch PWNED")
+
+
+def test_training_argv_appends_the_submission_and_wraps_mprof():
+    assert rc.training_argv(42) == ["ramp-test", "--submission", "submission_000000042", "--save-output"]
+    assert rc.training_argv(42, ("python", "-m", "rampwf"), memory_profiling=True) == [
+        "mprof", "run", "--include-children", "--output=submissions/submission_000000042/mprof.dat",
+        "python", "-m", "rampwf", "--submission", "submission_000000042", "--save-output",
+    ]  # fmt: skip
+
+
+def test_start_command_locks_clears_and_detaches_in_a_login_shell():
+    script = script_of(rc.start_command(KIT, 42, ["ramp-test", "--submission", "submission_000000042"]))
+    assert f"exec 9>> {SUB}/.training.lock\nif ! flock -n 9; then" in script
+    lock, clear, spawn = (script.index(s) for s in ("flock -n 9", "rm -rf --", "setsid nohup bash -lc"))
+    assert lock < clear < spawn
+    assert f"rm -rf -- {SUB}/training_output {SUB}/log {SUB}/mprof.dat {SUB}/training_job && mkdir" in script
+    job = shlex.split(script[spawn:])[4]
+    assert f"(cd ramp-kits/iris && export PYTHONUNBUFFERED=1 && exec ramp-test --submission submission_000000042) < /dev/null >> {SUB}/log 2>&1" in job
+    assert f"mv -f {SUB}/training_job/exit_code.tmp {SUB}/training_job/exit_code" in job
+    assert f'printf %s "$$" > {SUB}/training_job/pid.tmp' in job
+
+
+def test_argv_with_shell_metacharacters_stays_one_word():
+    script = script_of(rc.start_command(KIT, 42, ["ramp-test", "$(touch PWNED)", "a'b"]))
+    job = shlex.split(script[script.index("setsid"):])[4]
+    assert shlex.join(["ramp-test", "$(touch PWNED)", "a'b"]) in job
+
+
+def test_poll_and_kill_commands():
+    poll = script_of(rc.poll_command(KIT, 42, 1234))
+    assert f"tail -c +1235 {SUB}/log 2>/dev/null | head -c {rc.LOG_CHUNK_MAX_BYTES}" in poll
+    assert f'kill -0 -- "-$(cat {SUB}/training_job/pid)"' in poll
+    kill = script_of(rc.kill_command(KIT, 42, grace_secs=2))
+    assert 'kill -TERM -- "-$p"' in kill and 'kill -KILL -- "-$p"' in kill and "seq 10" in kill
+    assert '""|*[!0-9]*|0|1) echo gone' in kill
+
+
+def test_ssh_and_rsync_argv_pin_the_host_key():
+    assert rc.known_hosts_line("127.0.0.1", 2222, "ssh-ed25519 AAAA comment") == "[127.0.0.1]:2222 ssh-ed25519 AAAA"
+    assert rc.known_hosts_line("10.0.0.1", 22, "ssh-rsa BBBB") == "10.0.0.1 ssh-rsa BBBB"
+    ssh = rc.ssh_argv("/k", 2222, "/tmp/kh")
+    assert "StrictHostKeyChecking=yes" in ssh and "UserKnownHostsFile=/tmp/kh" in ssh and "BatchMode=yes" in ssh
+    argv = rc.rsync_argv(ssh, "/src/", rc.remote_spec("ubuntu", "10.0.0.1", "a/b/"), delete=True)
+    assert argv[0] == "rsync" and "--delete" in argv and argv[-3:] == ["--", "/src/", "ubuntu@10.0.0.1:a/b/"]
+    assert shlex.split(argv[argv.index("-e") + 1]) == ssh
+    assert rc.remote_spec("u", "::1", "p") == "u@[::1]:p"
+    for bad in ("-oProxyCommand=x", "a b", "h;id", "", "u@h"):
+        with pytest.raises(ValueError):
+            rc.check_address(bad)
+
+
+@pytest.mark.parametrize(
+    ("line", "status"),
+    [
+        ("finished 0", rc.JobStatus("finished", exit_code=0)),
+        ("finished 137", rc.JobStatus("finished", exit_code=137)),
+        ("died", rc.JobStatus("died")),
+        ("running 77 1000.5 990.0", rc.JobStatus("running", pid=77, elapsed_secs=10.5)),
+    ],
+)
+def test_parse_status_line(line, status):
+    assert rc.parse_status_line(line) == status
+
+
+@pytest.mark.parametrize("line", ["", "finished", "finished x", "running 1 2", "sleeping 1"])
+def test_parse_status_line_rejects_garbage(line):
+    with pytest.raises(ValueError, match="unexpected training status"):
+        rc.parse_status_line(line)
+
+
+def test_outcomes():
+    assert rc.JobStatus("finished", exit_code=1).outcome() == {"outcome": "finished", "exit_code": 1}
+    assert rc.JobStatus("died").outcome(5) == {"outcome": "died"}
+    running = rc.JobStatus("running", pid=7, elapsed_secs=10.0)
+    assert running.outcome() is None and running.outcome(10.0) is None
+    assert running.outcome(9.5) == {"outcome": "timeout", "after_secs": 10.0}
+
+
+def test_parse_start_output():
+    assert rc.parse_start_output("started 12 1700000000.25\n") == (True, 12, 1700000000.25)
+    assert rc.parse_start_output("running 12 1700000000.25\n") == (False, 12, 1700000000.25)
+    with pytest.raises(ValueError, match="did not record itself"):
+        rc.parse_start_output("started\n")
+
+
+def test_watch_shows_whole_lines_and_advances_the_offset():
+    watch = rc.TrainingWatch(KIT, 42)
+    assert watch.take(b"running 7 10 5\nline 1\nline") == (["line 1"], None)
+    assert watch.log_offset == len(b"line 1\n")
+    assert "tail -c +8 " in watch.poll_command()
+    assert watch.take(b"finished 0\nline 2\ntail") == (["line 2", "tail"], {"outcome": "finished", "exit_code": 0})
+    assert watch.log_offset == len(b"line 1\nline 2\ntail")
+    assert rc.TrainingWatch(KIT, 42).take(b"running 7 10 5\n\xff\xfe bad bytes\n")[0] == ["\ufffd\ufffd bad bytes"]

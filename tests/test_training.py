@@ -1,0 +1,249 @@
+"""Train real submissions with the real ramp-test on the bench's sshd, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from ramp_airflow.operators.fetch import FetchResultsOperator
+from ramp_airflow.operators.train import RsyncTrainOperator
+from ramp_airflow.sensors.training import TrainingFinishedSensor
+from ramp_airflow.triggers.training import TrainingFinishedTrigger
+from testbench.instance import KIT_SRC, MARK_BEGIN, PROFILE_BLOCK
+from testbench._proc import pid_alive, wait_until
+
+FOLDS = 2  # testbench/kit/problem.py
+SLOW_ESTIMATOR = '''import time
+from sklearn.ensemble import RandomForestClassifier
+
+
+def get_estimator():
+    time.sleep({secs})  # long enough to restart sshd or time out meanwhile
+    return RandomForestClassifier(n_estimators=2, random_state=0)
+'''
+_next_id = iter(range(4200, 5000))
+
+
+@pytest.fixture(scope="module")
+def kit(instance):
+    """
+    A copy of the bench kit that only this module uses: ``(remote_ramp_kit_folder, local path)``.
+
+    Written here, not in the bench: other sessions sharing this machine re-install the bench's
+    ``~/ramp-kits/iris`` when their own runs start and end, which would pull it away mid-training.
+    """
+    folder = f"ramp-airflow-test-training-{os.getpid()}"
+    root = os.path.join(instance.home, folder)
+    shutil.copytree(instance.kit_dir, os.path.join(root, "iris"), ignore=shutil.ignore_patterns("submission_*"))
+    user = pwd.getpwnam(instance.user)
+    for path, dirs, files in os.walk(root):
+        for name in [path, *(os.path.join(path, n) for n in dirs + files)]:
+            os.chown(name, user.pw_uid, user.pw_gid)
+    try:
+        yield f"~/{folder}/iris", os.path.join(root, "iris")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def login_path(instance):
+    """Put the bench's PATH block back into ~/.profile if another session's teardown took it out."""
+    profile = os.path.join(instance.home, ".profile")
+    with open(profile) as f:
+        missing = MARK_BEGIN not in f.read()
+    if missing:
+        with open(profile, "a") as f:
+            f.write(PROFILE_BLOCK)
+
+
+@pytest.fixture
+def submission(tmp_path, kit):
+    """Copy a bench submission as ``submission_<id>``; return ``(id, submissions_path, remote_dir)``."""
+
+    def make(name="random_forest", estimator=None, extra_files=()):
+        sid = next(_next_id)
+        dest = tmp_path / "submissions" / f"submission_{sid:09d}"
+        shutil.copytree(os.path.join(KIT_SRC, "submissions", name), dest)
+        if estimator is not None:
+            (dest / "estimator.py").write_text(estimator)
+        for file_name in extra_files:
+            (dest / file_name).write_text("x = 1\n")
+        os.chmod(tmp_path, 0o755)
+        return sid, str(tmp_path / "submissions"), os.path.join(kit[1], "submissions", dest.name)
+
+    return make
+
+
+def ssh_kwargs(instance):
+    kit_folder = f"~/ramp-airflow-test-training-{os.getpid()}/iris"  # the kit fixture's
+    return {"ami_user_name": instance.user, "key_path": instance.key_path, "ssh_port": instance.port,
+            "address": instance.host, "remote_ramp_kit_folder": kit_folder}  # fmt: skip
+
+
+def start(instance, sid, path, **kwargs):
+    op = RsyncTrainOperator(task_id="train", submission_id=sid, ramp_submissions_path=path, **ssh_kwargs(instance),
+                            **kwargs)  # fmt: skip
+    return op.execute({})
+
+
+def watch(instance, sid, host_key, timeout=120, **kwargs):
+    """Run the trigger as the triggerer would, bounded; return its single event's payload."""
+    trigger = TrainingFinishedTrigger(submission_id=sid, host_key=host_key, poll_interval=0.5, **ssh_kwargs(instance),
+                                      **kwargs)  # fmt: skip
+
+    async def first_event():
+        async for event in trigger.run():
+            return event.payload
+
+    return asyncio.run(asyncio.wait_for(first_event(), timeout))
+
+
+def fetch(instance, sid, host_key, tmp_path):
+    op = FetchResultsOperator(task_id="fetch", submission_id=sid, host_key=host_key, expected_folds=FOLDS,
+                              local_predictions_folder=str(tmp_path / "predictions"),
+                              local_log_folder=str(tmp_path / "logs"), **ssh_kwargs(instance))  # fmt: skip
+    return op.execute({})
+
+
+def test_good_submission_trains_and_parses_as_written(instance, submission, tmp_path):
+    sid, path, remote = submission()
+    started = start(instance, sid, path)
+    assert started["host_key"].split() == instance.known_hosts_line.split()[1:]
+    assert watch(instance, sid, started["host_key"]) == {"status": "success", "result": {"outcome": "finished", "exit_code": 0}}
+    result = fetch(instance, sid, started["host_key"], tmp_path)
+    assert result["success"] is True and result["error_msg"] == "" and result["max_ram"] is None
+    out = os.path.join(remote, "training_output")
+    for i, fold in enumerate(result["folds"]):
+        with open(os.path.join(out, f"fold_{i}", "scores.csv")) as f:
+            rows = {row["step"]: row for row in csv.DictReader(f)}
+        for step in ("train", "valid", "test"):
+            assert fold["scores"][step] == {k: float(v) for k, v in rows[step].items() if k not in ("step", "time")}
+            with open(os.path.join(out, f"fold_{i}", f"{step}_time")) as f:
+                assert fold[f"{step}_time"] == float(f.read())
+    with open(os.path.join(out, "bagged_scores.csv")) as f:
+        bagged = list(csv.DictReader(f))
+    for row in bagged:
+        for name in ("acc", "error", "bal_acc"):
+            assert result["bagged_scores"][row["step"]][name][int(row["n_bag"])] == float(row[name])
+    assert os.path.isfile(tmp_path / "predictions" / f"submission_{sid:09d}" / "fold_1" / "y_pred_test.npz")
+    assert "Bagged scores" in (tmp_path / "logs" / f"submission_{sid:09d}" / "log").read_text()
+
+
+def test_failing_submission_gives_its_traceback(instance, submission, tmp_path):
+    sid, path, _ = submission("error_in_fit")
+    started = start(instance, sid, path)
+    assert watch(instance, sid, started["host_key"])["result"] == {"outcome": "finished", "exit_code": 1}
+    result = fetch(instance, sid, started["host_key"], tmp_path)
+    assert result["success"] is False
+    assert result["error_msg"].startswith("Traceback")
+    assert "ValueError: error_in_fit: this submission fails on purpose" in result["error_msg"]
+
+
+def test_memory_profiling_gives_max_ram(instance, submission, tmp_path):
+    sid, path, _ = submission()
+    started = start(instance, sid, path, memory_profiling=True)
+    assert watch(instance, sid, started["host_key"])["result"]["outcome"] == "finished"
+    result = fetch(instance, sid, started["host_key"], tmp_path)
+    assert result["success"] is True
+    assert result["max_ram"] > 0
+
+
+def read_pid(remote):
+    with open(os.path.join(remote, "training_job", "pid")) as f:
+        return int(f.read())
+
+
+def test_sshd_restart_during_training_is_survived(instance, submission, tmp_path):
+    sid, path, remote = submission(estimator=SLOW_ESTIMATOR.format(secs=6))
+    started = start(instance, sid, path)
+
+    async def restart_then_watch():
+        loop = asyncio.get_running_loop()
+        watcher = asyncio.ensure_future(loop.run_in_executor(None, watch, instance, sid, started["host_key"]))
+        await asyncio.sleep(1.5)  # let the trigger poll at least once before the drop
+        await loop.run_in_executor(None, instance.restart)
+        return await watcher
+
+    assert asyncio.run(restart_then_watch())["result"] == {"outcome": "finished", "exit_code": 0}
+    assert fetch(instance, sid, started["host_key"], tmp_path)["success"] is True
+
+
+def test_poke_mode_survives_sshd_down(instance, submission):
+    sid, path, _ = submission(estimator=SLOW_ESTIMATOR.format(secs=3))
+    started = start(instance, sid, path)
+    sensor = TrainingFinishedSensor(task_id="wait", submission_id=sid, host_key=started["host_key"], deferrable=False,
+                                    **ssh_kwargs(instance))  # fmt: skip
+    instance.stop()
+    try:
+        assert sensor.poke({}).is_done is False  # a dropped connection is not a failure
+    finally:
+        instance.start()
+    deadline = time.monotonic() + 120
+    while not (value := sensor.poke({})).is_done:
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert value.xcom_value == {"outcome": "finished", "exit_code": 0}
+
+
+def test_timeout_kills_the_process_group(instance, submission):
+    sid, path, remote = submission(estimator=SLOW_ESTIMATOR.format(secs=600))
+    started = start(instance, sid, path)
+    event = watch(instance, sid, started["host_key"], training_timeout_secs=1.0)
+    assert event["result"]["outcome"] == "timeout" and event["result"]["after_secs"] > 1.0
+    pgid = read_pid(remote)
+    assert pgid == started["pid"]
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pgid, 0)
+
+
+def test_a_retried_start_does_not_start_a_second_training(instance, submission):
+    sid, path, remote = submission(estimator=SLOW_ESTIMATOR.format(secs=600))
+    first = start(instance, sid, path)
+    second = start(instance, sid, path, host_key=first["host_key"])
+    try:
+        assert (second["pid"], second["started_at"]) == (first["pid"], first["started_at"])
+        assert read_pid(remote) == first["pid"] and pid_alive(first["pid"])
+    finally:
+        event = watch(instance, sid, first["host_key"], training_timeout_secs=0.1)
+        assert event["result"]["outcome"] == "timeout"
+
+
+def test_a_changed_host_key_is_refused(instance, submission, tmp_path):
+    sid, path, _ = submission()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    other_key = (tmp_path / "other.pub").read_text()
+    with pytest.raises(Exception, match="host key"):
+        start(instance, sid, path, host_key=other_key)
+    event = watch(instance, sid, other_key)
+    assert event["status"] == "error" and "Host key" in event["message"]
+
+
+def test_shell_metacharacters_change_nothing_on_the_instance(instance, submission, tmp_path):
+    nasty = ["$(touch PWNED_a)", "`touch PWNED_b`", "x; touch PWNED_c", "' ; touch PWNED_d '"]
+    sid, path, remote = submission(extra_files=nasty)
+    with pytest.raises(ValueError):
+        start(instance, "1; touch PWNED_e", path)  # a templated id that is not a number never runs
+    started = start(instance, sid, path)
+    assert watch(instance, sid, started["host_key"])["result"]["outcome"] == "finished"
+    assert fetch(instance, sid, started["host_key"], tmp_path)["success"] is True
+    assert set(nasty) <= set(os.listdir(remote))  # uploaded as plain files
+    found = [p for root in (instance.home, os.getcwd(), str(tmp_path))
+             for p in glob.glob(os.path.join(root, "**", "PWNED*"), recursive=True) if "PWNED_" in os.path.basename(p)
+             and os.path.dirname(p) != remote]  # fmt: skip
+    assert found == []
+
+
+def test_a_dead_training_is_reported_as_died(instance, submission):
+    sid, path, remote = submission(estimator=SLOW_ESTIMATOR.format(secs=600))
+    started = start(instance, sid, path)
+    os.killpg(started["pid"], 9)  # e.g. the OOM killer: no exit code gets written
+    wait_until(lambda: not pid_alive(started["pid"]), 10, "the training to die")
+    assert watch(instance, sid, started["host_key"])["result"] == {"outcome": "died"}
