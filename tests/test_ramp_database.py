@@ -1,0 +1,270 @@
+"""RampDatabaseHook on the bench's real PostgreSQL and the RAMP schema made by ramp-database 0.10.1."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue as queue_module
+
+import pytest
+
+from ramp_airflow.config import DatabaseSettings
+from ramp_airflow.hooks.ramp_database import RampDatabaseHook, ResultError, SubmissionNotFound
+from ramp_airflow.utils import ramp_sql
+from ramp_airflow.utils import submission_states as states
+
+SHELL_NAME = "x;touch PWNED$(id)"
+
+
+def _settings(db) -> DatabaseSettings:
+    return DatabaseSettings(postgres_conn_id=None, **db.sqlalchemy_config)
+
+
+def _hook(db) -> RampDatabaseHook:
+    return RampDatabaseHook(database=_settings(db))
+
+
+def _state(db, sub_id):
+    """(submission state, fold states, queue_position, sent stamp set, training stamp set, error_msg)."""
+    [(state, queue, sent, trained, msg)] = db.query(
+        "SELECT state, queue_position, sent_to_training_timestamp IS NOT NULL, training_timestamp IS NOT NULL, "
+        "error_msg FROM submissions WHERE id = %s",
+        (sub_id,),
+    )
+    folds = [r[0] for r in db.query("SELECT state FROM submission_on_cv_folds WHERE submission_id = %s", (sub_id,))]
+    return state, folds, queue, sent, trained, msg
+
+
+def _snapshot(db, sub_id) -> dict:
+    """Every row recording touches, bytea as hex."""
+    return {
+        "submission": db.query("SELECT * FROM submissions WHERE id = %s", (sub_id,)),
+        "folds": db.query("SELECT * FROM submission_on_cv_folds WHERE submission_id = %s ORDER BY id", (sub_id,)),
+        "scores": db.query(
+            "SELECT id, valid_score_cv_bag, test_score_cv_bag, encode(valid_score_cv_bags, 'hex'), "
+            "encode(test_score_cv_bags, 'hex') FROM submission_scores WHERE submission_id = %s ORDER BY id",
+            (sub_id,),
+        ),
+        "fold_scores": db.query(
+            "SELECT sf.* FROM submission_score_on_cv_folds sf JOIN submission_on_cv_folds f "
+            "ON f.id = sf.submission_on_cv_fold_id WHERE f.submission_id = %s ORDER BY sf.id",
+            (sub_id,),
+        ),
+    }
+
+
+def _result(hook, db, sub_id, success=True) -> dict:
+    names, n = hook.score_names(db.event), hook.n_cv_folds(db.event)
+    return {
+        "submission_id": sub_id,
+        "success": success,
+        "error_msg": "" if success else "Traceback (most recent call last):\nValueError: boom",
+        "max_ram": 123.5,
+        "folds": [
+            {
+                "train_time": 1.5 + i, "valid_time": 0.25, "test_time": 0.125,
+                "scores": {s: {name: 0.5 + i / 10 + j / 100 for j, name in enumerate(names)} for s in ramp_sql.STEPS},
+            }
+            for i in range(n)
+        ] if success else [],
+        "bagged_scores": {s: {name: [0.6 + k / 10 for k in range(n)] for name in names} for s in ("valid", "test")},
+    }
+
+
+def test_reads(ramp_db):
+    hook = _hook(ramp_db)
+    new = hook.new_submissions(ramp_db.event)
+    assert [s["name"] for s in new] == ["random_forest", "error_in_fit", SHELL_NAME]
+    assert not any(s["sandbox"] for s in new) and {s["state"] for s in new} == {"new"}
+    rf = hook.get_submission(ramp_db.submissions["random_forest"])
+    assert rf == {
+        "id": ramp_db.submissions["random_forest"], "name": "random_forest", "team": "test_user",
+        "event": ramp_db.event, "state": "new", "path_ramp_submissions": ramp_db.submissions_dir, "sandbox": False,
+    }
+    assert hook.find_submission(ramp_db.event, "test_user_2", SHELL_NAME)["id"] == ramp_db.submissions[SHELL_NAME]
+    assert hook.get_submission(ramp_db.sandbox_ids[0])["sandbox"] is True
+    assert hook.n_cv_folds(ramp_db.event) == ramp_db.n_cv_folds
+    assert hook.score_names(ramp_db.event) == ["acc", "error", "bal_acc"]
+    with pytest.raises(SubmissionNotFound, match="submission id 999999"):
+        hook.get_submission(999999)
+    with pytest.raises(SubmissionNotFound, match="'nope' of team 'test_user'"):
+        hook.find_submission(ramp_db.event, "test_user", "nope")
+    with pytest.raises(SubmissionNotFound, match="no event named 'nope'"):
+        hook.n_cv_folds("nope")
+    assert ramp_db.cluster.password not in repr(hook)
+
+
+def test_airflow_connection_id_wins(ramp_db, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_RAMP_BENCH", ramp_db.url)
+    wrong = DatabaseSettings(None, "postgresql", "nobody", "wrong-password", "127.0.0.1", 1, "nothing")
+    hook = RampDatabaseHook(postgres_conn_id="ramp_bench", database=wrong)
+    assert hook.n_cv_folds(ramp_db.event) == ramp_db.n_cv_folds
+
+
+def test_claim_new_submissions(fresh_ramp_db):
+    db, hook = fresh_ramp_db, _hook(fresh_ramp_db)
+    first = hook.claim_new_submissions(db.event, 2)
+    assert [s["name"] for s in first] == ["random_forest", "error_in_fit"]
+    assert {s["state"] for s in first} == {states.SENT_TO_TRAINING}
+    for position, sub in enumerate(first, start=1):
+        state, folds, queue, sent, _, _ = _state(db, sub["id"])
+        assert (state, set(folds), queue, sent) == (states.SENT_TO_TRAINING, {states.SENT_TO_TRAINING}, position, True)
+    assert [s["name"] for s in hook.claim_new_submissions(db.event, 5)] == [SHELL_NAME]
+    assert hook.claim_new_submissions(db.event, 5) == []
+    assert all(_state(db, i)[0] == "new" for i in db.sandbox_ids)
+
+
+def test_claim_submission(fresh_ramp_db):
+    db, hook = fresh_ramp_db, _hook(fresh_ramp_db)
+    rf = db.submissions["random_forest"]
+    claimed = hook.claim_submission(rf)
+    assert claimed["state"] == states.SENT_TO_TRAINING and _state(db, rf)[:3] == (
+        states.SENT_TO_TRAINING, [states.SENT_TO_TRAINING] * db.n_cv_folds, 1)
+    assert hook.claim_submission(rf) == claimed
+    with pytest.raises(states.StateTransitionError, match="sandbox"):
+        hook.claim_submission(db.sandbox_ids[0])
+    hook.set_training(rf)
+    with pytest.raises(states.StateTransitionError, match=f"submission {rf} is in state 'training'"):
+        hook.claim_submission(rf)
+
+
+def _add_submissions(db, n: int) -> None:
+    """``n`` more new submissions (with fold rows), cloned from random_forest."""
+    rf = db.submissions["random_forest"]
+    for i in range(n):
+        [(new_id,)] = db.query(
+            "INSERT INTO submissions (event_team_id, name, hash_, submission_timestamp, state, queue_position, "
+            "error_msg) SELECT event_team_id, %s, %s, submission_timestamp + make_interval(secs => %s), 'new', -1, '' "
+            "FROM submissions WHERE id = %s RETURNING id",
+            (f"clone_{i}", f"clone-hash-{i}", i + 1, rf),
+        )
+        db.query(
+            "INSERT INTO submission_on_cv_folds (submission_id, cv_fold_id, state) "
+            "SELECT %s, cv_fold_id, 'new' FROM submission_on_cv_folds WHERE submission_id = %s",
+            (new_id, rf),
+        )
+
+
+def _claim_until_empty(settings: DatabaseSettings, event: str, barrier, results) -> None:
+    hook = RampDatabaseHook(database=settings)
+    barrier.wait(timeout=120)
+    got = []
+    while claimed := hook.claim_new_submissions(event, 1):
+        got += [s["id"] for s in claimed]
+    results.put((os.getpid(), got))
+
+
+def test_concurrent_claims_from_processes_never_overlap(fresh_ramp_db):
+    db = fresh_ramp_db
+    _add_submissions(db, 24)
+    expected = {s["id"] for s in _hook(db).new_submissions(db.event)}
+    # fork: the parent holds no database connection (each hook call opens and closes its own),
+    # and the children start in a second instead of re-importing Airflow.
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    procs = [ctx.Process(target=_claim_until_empty, args=(_settings(db), db.event, barrier, results)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    try:
+        claims = [results.get(timeout=180) for _ in procs]
+    except queue_module.Empty:
+        pytest.fail("a claiming process did not report within 180 s")
+    finally:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=10)
+    all_ids = [i for _, ids in claims for i in ids]
+    assert len(all_ids) == len(set(all_ids)), f"a submission was claimed twice: {claims}"
+    assert set(all_ids) == expected
+    assert {_state(db, i)[0] for i in expected} == {states.SENT_TO_TRAINING}
+
+
+def test_transitions_write_submission_and_folds(fresh_ramp_db):
+    db, hook = fresh_ramp_db, _hook(fresh_ramp_db)
+    rf, err, other = (db.submissions[n] for n in ("random_forest", "error_in_fit", SHELL_NAME))
+    n = db.n_cv_folds
+    with pytest.raises(states.StateTransitionError, match="only be moved to 'training' from 'sent_to_training'"):
+        hook.set_training(rf)
+    for sub in hook.claim_new_submissions(db.event, 3):
+        hook.set_training(sub["id"])
+        assert _state(db, sub["id"]) == (states.TRAINING, [states.TRAINING] * n, -1, True, True, "")
+    stamp = db.query("SELECT training_timestamp FROM submissions WHERE id = %s", (rf,))
+    hook.set_training(rf)  # a retried task: nothing changes
+    assert db.query("SELECT training_timestamp FROM submissions WHERE id = %s", (rf,)) == stamp
+    hook.set_training_error(rf, "Traceback: boom")
+    state, folds, _, _, _, msg = _state(db, rf)
+    assert (state, folds, msg) == (states.TRAINING_ERROR, [states.TRAINING_ERROR] * n, "Traceback: boom")
+    hook.set_checking_error(err, "the instance never answered on SSH")
+    state, folds, _, _, _, msg = _state(db, err)
+    assert (state, folds) == (states.CHECKING_ERROR, [states.CHECKING_ERROR] * n)
+    assert "This problem is on RAMP side" in msg and msg.endswith("Reason: the instance never answered on SSH")
+    hook.reset_to_new(other)
+    assert _state(db, other)[:3] == ("new", ["new"] * n, -1)
+    for refused in (lambda: hook.reset_to_new(rf), lambda: hook.set_training_error(err, "x")):
+        with pytest.raises(states.StateTransitionError):
+            refused()
+    assert _state(db, rf)[0] == states.TRAINING_ERROR and _state(db, err)[0] == states.CHECKING_ERROR
+
+
+def test_record_success_is_complete_and_idempotent(fresh_ramp_db):
+    db, hook = fresh_ramp_db, _hook(fresh_ramp_db)
+    rf = db.submissions["random_forest"]
+    result = _result(hook, db, rf)
+    with pytest.raises(states.StateTransitionError, match="state 'new'"):
+        hook.record_results(rf, result)
+    hook.claim_submission(rf)
+    hook.set_training(rf)
+    assert hook.record_results(rf, result) == states.SCORED
+    first = _snapshot(db, rf)
+    assert _state(db, rf)[:2] == (states.SCORED, [states.SCORED] * db.n_cv_folds)
+    assert db.query("SELECT max_ram, error_msg FROM submissions WHERE id = %s", (rf,)) == [(123.5, "")]
+    times = db.query("SELECT train_time, valid_time, test_time FROM submission_on_cv_folds WHERE submission_id = %s "
+                     "ORDER BY id", (rf,))
+    assert times == [(1.5 + i, 0.25, 0.125) for i in range(db.n_cv_folds)]
+    assert len(first["fold_scores"]) == db.n_cv_folds * 3
+    assert hook.record_results(rf, result) == states.SCORED
+    assert _snapshot(db, rf) == first
+    with pytest.raises(states.StateTransitionError):
+        hook.record_results(rf, _result(hook, db, rf, success=False))
+    assert _snapshot(db, rf) == first
+
+
+def test_record_failure(fresh_ramp_db):
+    db, hook = fresh_ramp_db, _hook(fresh_ramp_db)
+    err = db.submissions["error_in_fit"]
+    hook.claim_submission(err)
+    result = _result(hook, db, err, success=False)
+    assert hook.record_results(err, result) == states.TRAINING_ERROR
+    assert _state(db, err)[:2] == (states.TRAINING_ERROR, [states.TRAINING_ERROR] * db.n_cv_folds)
+    stored = db.query("SELECT max_ram, error_msg FROM submissions WHERE id = %s", (err,))
+    assert stored == [(123.5, result["error_msg"])]
+    before = _snapshot(db, err)
+    hook.record_results(err, result)
+    assert _snapshot(db, err) == before
+
+
+@pytest.mark.parametrize("breakage", ["unknown score", "missing fold", "numpy-like value", "injected"])
+def test_failure_while_recording_leaves_everything_untouched(fresh_ramp_db, monkeypatch, breakage):
+    db, hook = fresh_ramp_db, _hook(fresh_ramp_db)
+    rf = db.submissions["random_forest"]
+    hook.claim_submission(rf)
+    hook.set_training(rf)
+    result, error = _result(hook, db, rf), ResultError
+    if breakage == "unknown score":
+        result["bagged_scores"]["test"]["rmse"] = [0.1] * db.n_cv_folds
+    elif breakage == "missing fold":
+        result["folds"].pop()
+    elif breakage == "numpy-like value":
+        result["folds"][-1]["scores"]["test"]["acc"] = "0.9"
+    else:
+        def explode(*args):
+            raise RuntimeError("injected after the fold rows were written")
+        monkeypatch.setattr(ramp_sql, "write_bagged_scores", explode)
+        error = RuntimeError
+    before = _snapshot(db, rf)
+    with pytest.raises(error):
+        hook.record_results(rf, result)
+    assert _snapshot(db, rf) == before
+    assert _state(db, rf)[0] == states.TRAINING
