@@ -1,0 +1,269 @@
+"""The backend's EC2 work, on the amazon provider's :class:`EC2Hook` (client API).
+
+Credentials, in this order: an Airflow AWS connection when ``aws_conn_id`` is given (its
+``endpoint_url`` extra points at another endpoint); else the config's ``profile_name`` or
+access keys; else boto3's own chain and environment (``AWS_PROFILE``, ``AWS_ENDPOINT_URL``...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from functools import cached_property
+
+from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
+from airflow.providers.amazon.aws.utils import trim_none_values
+from airflow.providers.amazon.aws.utils.connection_wrapper import AwsConnectionWrapper
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
+from botocore.exceptions import ClientError
+
+from ramp_airflow.utils import ec2_errors, ec2_lifecycle, ec2_tags
+
+_NOT_FOUND = "InvalidInstanceID.NotFound"
+_SPOT = {
+    "MarketType": "spot",
+    "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"},
+}
+
+
+def _code(err: ClientError) -> str:
+    return err.response.get("Error", {}).get("Code", "")
+
+
+class RampEc2Hook(EC2Hook):
+    """
+    Launch, watch and terminate the instances that train RAMP submissions.
+
+    :param aws_conn_id: an Airflow AWS connection; None uses the settings below, then boto3's chain
+    :param region_name: the AWS region (default: the connection's, then boto3's)
+    :param profile_name: a profile of the AWS shared config files (``aws.profile_name``)
+    :param access_key_id: an access key id (``aws.access_key_id``), with ``secret_access_key``
+    :param secret_access_key: its secret (never logged)
+    :param spot_retry_secs: how long to wait between two spot launch attempts
+    """
+
+    def __init__(
+        self,
+        aws_conn_id: str | None = None,
+        region_name: str | None = None,
+        profile_name: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        spot_retry_secs: float = 10,
+        **kwargs,
+    ) -> None:
+        super().__init__(api_type="client_type", aws_conn_id=aws_conn_id, region_name=region_name, **kwargs)
+        self.profile_name = profile_name
+        self.access_key_id = access_key_id
+        self._secret_access_key = secret_access_key
+        self.spot_retry_secs = spot_retry_secs
+
+    @cached_property
+    def conn_config(self) -> AwsConnectionWrapper:
+        """The named Airflow connection, else the config's profile or keys as an unnamed connection."""
+        if self.aws_conn_id or not (self.profile_name or self.access_key_id):
+            return super().conn_config
+        extra = trim_none_values({"profile_name": self.profile_name, "region_name": self._region_name})
+        return AwsConnectionWrapper.from_connection_metadata(
+            conn_id="ramp-config-aws-section",
+            login=self.access_key_id,
+            password=self._secret_access_key,
+            extra=extra,
+        )
+
+    @contextlib.contextmanager
+    def _explained(self, action: str, **facts) -> Iterator[None]:
+        """Turn EC2's errors into plain words; failures a retry cannot fix fail the task at once."""
+        try:
+            yield
+        except ClientError as err:
+            code, message = _code(err), err.response.get("Error", {}).get("Message", "")
+            text = ec2_errors.explain(code, message, action, **facts)
+            self.log.error("%s", text)
+            raise (AirflowException if ec2_errors.is_retryable(code) else AirflowFailException)(text) from err
+
+    def resolve_image(self, image_id: str | None = None, image_name: str | None = None, owners=("self",)) -> str:
+        """
+        The AMI to launch: ``image_id`` as given, or the newest image named ``image_name``.
+
+        :param image_id: an AMI id; checked to exist
+        :param image_name: an AMI name (EC2 wildcards allowed), looked up among ``owners`` only,
+            so that a stranger's public image of the same name is never used
+        :param owners: account ids, or ``self`` for the account of the credentials
+        :return: the AMI id
+        """
+        if (image_id is None) == (image_name is None):
+            raise AirflowFailException("give exactly one of aws.ami_image_id and aws.ami_image_name")
+        with self._explained("find the AMI", image=image_id or image_name):
+            if image_id is not None:
+                if not self.conn.describe_images(ImageIds=[image_id])["Images"]:
+                    raise AirflowFailException(
+                        f"The AMI {image_id} is not visible to this account: "
+                        "check aws.ami_image_id and aws.region_name."
+                    )
+                return image_id
+            filters = [{"Name": "name", "Values": [image_name]}, {"Name": "state", "Values": ["available"]}]
+            images = self.conn.describe_images(Owners=list(owners), Filters=filters)["Images"]
+        if not images:
+            raise AirflowFailException(
+                f"No available AMI named {image_name!r} is owned by {', '.join(owners)}: check aws.ami_image_name "
+                "and aws.ami_owners (a public image of another account is never used unless its owner is listed)."
+            )
+        newest = max(images, key=lambda image: image["CreationDate"])
+        self.log.info("AMI %r resolves to %s (created %s)", image_name, newest["ImageId"], newest["CreationDate"])
+        return newest["ImageId"]
+
+    def find_launched_instances(self, submission_id: int, dag_id: str, run_id: str, task_id: str) -> list[dict]:
+        """The live instances that the task ``task_id`` of a run launched for ``submission_id``."""
+        tags = ec2_tags.launch_filter_tags(submission_id, dag_id, run_id, task_id)
+        return self._describe(ec2_tags.tag_filters(tags))
+
+    def list_backend_instances(self, event_name: str) -> list[dict]:
+        """The event's live backend instances: EC2 descriptions, with ``Tags`` and ``LaunchTime``."""
+        tags = {ec2_tags.BACKEND: ec2_tags.BACKEND_VALUE, ec2_tags.EVENT: event_name}
+        return self._describe(ec2_tags.tag_filters(tags))
+
+    def _describe(self, filters: list[dict]) -> list[dict]:
+        with self._explained("list instances"):
+            pages = self.conn.get_paginator("describe_instances").paginate(Filters=filters)
+            return [inst for page in pages for reservation in page["Reservations"] for inst in reservation["Instances"]]
+
+    def launch_instance(
+        self,
+        *,
+        image_id: str,
+        instance_type: str,
+        key_name: str,
+        security_group: str,
+        event_name: str,
+        submission_id: int,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        use_spot_instance: bool = False,
+        spot_wait_secs: float = 120,
+    ) -> str:
+        """
+        Launch one tagged instance for a submission, or return the one this run already launched.
+
+        :param image_id: the AMI id (see :meth:`resolve_image`)
+        :param instance_type: e.g. ``t2.micro``
+        :param key_name: the EC2 key pair to log in with
+        :param security_group: a security group name (default VPC) or id (``sg-...``)
+        :param event_name: the RAMP event
+        :param submission_id: the submission to train
+        :param dag_id: the launching Airflow DAG
+        :param run_id: the launching Airflow run
+        :param task_id: the launching task (its retries get the same instance back)
+        :param use_spot_instance: try a spot instance first
+        :param spot_wait_secs: how long to keep trying spot before launching on demand
+        :return: the instance id
+        """
+        existing = self.find_launched_instances(submission_id, dag_id, run_id, task_id)
+        if existing:
+            instance_id = existing[0]["InstanceId"]
+            self.log.info("An earlier try launched %s for submission %s: reusing it", instance_id, submission_id)
+            return instance_id
+        tag_values = ec2_tags.instance_tags(event_name, submission_id, dag_id, run_id, task_id)
+        tags = [{"Key": key, "Value": value} for key, value in tag_values.items()]
+        group = {"SecurityGroupIds" if security_group.startswith("sg-") else "SecurityGroups": [security_group]}
+        params = dict(
+            ImageId=image_id, InstanceType=instance_type, KeyName=key_name, MinCount=1, MaxCount=1, **group,
+            TagSpecifications=[{"ResourceType": kind, "Tags": tags} for kind in ("instance", "volume")],
+        )
+
+        def token(attempt: str) -> str:
+            return ec2_tags.client_token(dag_id, run_id, task_id, submission_id, attempt)
+
+        with self._explained("launch an instance", instance_type=instance_type, image=image_id):
+            if use_spot_instance:
+                instance_id = self._launch_spot(params, token, spot_wait_secs)
+                if instance_id is not None:
+                    return instance_id
+            return self._run(params, token("on-demand"), "on-demand")
+
+    def _launch_spot(self, params: dict, token, spot_wait_secs: float) -> str | None:
+        """Try spot until ``spot_wait_secs`` pass; None when there was no spot capacity."""
+        deadline = time.monotonic() + spot_wait_secs
+        attempt = 0
+        while True:
+            try:
+                return self._run({**params, "InstanceMarketOptions": _SPOT}, token(f"spot-{attempt}"), "spot")
+            except ClientError as err:
+                if _code(err) not in ec2_errors.SPOT_UNAVAILABLE_CODES:
+                    raise
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.log.warning("No spot capacity in %ss (%s): launching on demand", spot_wait_secs, _code(err))
+                    return None
+                self.log.info("No spot capacity yet (%s); trying again for %.0fs more", _code(err), remaining)
+                time.sleep(min(self.spot_retry_secs, remaining))
+                attempt += 1
+
+    def _run(self, params: dict, client_token: str, market: str) -> str:
+        instance = self.conn.run_instances(**params, ClientToken=client_token)["Instances"][0]
+        self.log.info("Launched %s instance %s (%s)", market, instance["InstanceId"], params["InstanceType"])
+        return instance["InstanceId"]
+
+    def describe_instance(self, instance_id: str) -> dict | None:
+        """The instance's EC2 description, or None when EC2 does not know it."""
+        with self._explained(f"describe instance {instance_id}"):
+            try:
+                reservations = self.conn.describe_instances(InstanceIds=[instance_id])["Reservations"]
+            except ClientError as err:
+                if _code(err) == _NOT_FOUND:
+                    return None
+                raise
+        return next((inst for r in reservations for inst in r["Instances"]), None)
+
+    def get_ssh_address(self, instance_id: str) -> str:
+        """The address to SSH to: the public IP, else the private one (a VPN or a bastion reaches it)."""
+        instance = self.describe_instance(instance_id)
+        if instance is None:
+            raise AirflowException(f"Instance {instance_id} does not exist (any more): it cannot be reached")
+        address = instance.get("PublicIpAddress") or instance.get("PrivateIpAddress")
+        if not address:
+            raise AirflowException(f"Instance {instance_id} has no IP address (state {instance['State']['Name']})")
+        return address
+
+    def get_readiness(self, instance_id: str) -> tuple[str, str]:
+        """(:data:`~ramp_airflow.utils.ec2_lifecycle.READY`, ``WAITING`` or ``GONE``; a description)."""
+        with self._explained(f"check the status of instance {instance_id}"):
+            try:
+                response = self.conn.describe_instance_status(InstanceIds=[instance_id], IncludeAllInstances=True)
+            except ClientError as err:
+                if _code(err) != _NOT_FOUND:
+                    raise
+                response = {"InstanceStatuses": []}
+        return ec2_lifecycle.readiness(next(iter(response["InstanceStatuses"]), None))
+
+    async def get_readiness_async(self, instance_id: str) -> tuple[str, str]:
+        """:meth:`get_readiness` with aiobotocore, for triggers."""
+        async with await self.get_async_conn() as client:
+            try:
+                response = await client.describe_instance_status(InstanceIds=[instance_id], IncludeAllInstances=True)
+            except ClientError as err:
+                if _code(err) != _NOT_FOUND:
+                    raise
+                response = {"InstanceStatuses": []}
+        return ec2_lifecycle.readiness(next(iter(response["InstanceStatuses"]), None))
+
+    def terminate_instance(self, instance_id: str) -> str | None:
+        """
+        Terminate an instance; one that is already gone counts as done.
+
+        :return: its state before termination, or None when EC2 does not know it
+        """
+        with self._explained(f"terminate instance {instance_id}"):
+            try:
+                changes = self.conn.terminate_instances(InstanceIds=[instance_id])["TerminatingInstances"]
+            except ClientError as err:
+                if _code(err) == _NOT_FOUND:
+                    self.log.info("Instance %s is already gone", instance_id)
+                    return None
+                raise
+        previous = changes[0]["PreviousState"]["Name"] if changes else None
+        self.log.info("Terminated instance %s (it was %s)", instance_id, previous)
+        return previous
+

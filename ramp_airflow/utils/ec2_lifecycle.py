@@ -1,0 +1,69 @@
+"""Pure decisions about an instance's life: is it ready to train on, is it an orphan to terminate."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+
+from airflow.sdk import DagRunState
+
+from ramp_airflow.utils import ec2_tags
+
+READY = "ready"
+WAITING = "waiting"
+GONE = "gone"
+
+# Once an instance is in one of these states it will not become ready without someone starting it.
+_GONE_STATES = ("shutting-down", "terminated", "stopping", "stopped")
+_ENDED_RUN_STATES = (DagRunState.SUCCESS, DagRunState.FAILED)
+
+
+def readiness(status: Mapping | None) -> tuple[str, str]:
+    """
+    Classify one ``describe_instance_status`` entry (``IncludeAllInstances=True``).
+
+    :param status: the entry, or None when EC2 does not know the instance
+    :return: (:data:`READY`, :data:`WAITING` or :data:`GONE`; a plain description for the log)
+    """
+    if status is None:
+        return GONE, "EC2 does not know the instance (terminated long ago, or never existed)"
+    state = status["InstanceState"]["Name"]
+    instance = status.get("InstanceStatus", {}).get("Status", "unknown")
+    system = status.get("SystemStatus", {}).get("Status", "unknown")
+    description = f"state {state}, instance status {instance}, system status {system}"
+    if state in _GONE_STATES:
+        return GONE, description
+    if state == "running" and instance == "ok" and system == "ok":
+        return READY, description
+    return WAITING, description
+
+
+def orphan_reason(
+    tags: Mapping[str, str],
+    launch_time: datetime.datetime,
+    now: datetime.datetime,
+    run_state: str | None,
+    grace_period_secs: float,
+) -> str | None:
+    """
+    Why a backend instance should be terminated by the sweep, or None to leave it alone.
+
+    :param tags: the instance's tags (see :mod:`ramp_airflow.utils.ec2_tags`)
+    :param launch_time: when EC2 launched it (timezone-aware)
+    :param now: the current time (timezone-aware)
+    :param run_state: the state of the Airflow run named by its tags; None when Airflow does
+        not know that run
+    :param grace_period_secs: younger instances are left alone, so that a run that is just
+        starting (or a clock skew) never loses its instance
+    """
+    age = (now - launch_time).total_seconds()
+    if age < grace_period_secs:
+        return None
+    dag_id, run_id = tags.get(ec2_tags.DAG_ID), tags.get(ec2_tags.RUN_ID)
+    if not dag_id or not run_id:
+        return f"it carries no Airflow run tags and is {age:.0f}s old"
+    if run_state is None:
+        return f"its Airflow run {dag_id} / {run_id} is unknown to Airflow"
+    if run_state in _ENDED_RUN_STATES:
+        return f"its Airflow run {dag_id} / {run_id} has ended ({run_state})"
+    return None

@@ -1,0 +1,356 @@
+"""The EC2 tasks: launch, wait until ready, terminate, sweep; on moto, through execute() and dag.test()."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import importlib.util
+import json
+import time
+import uuid
+
+import pytest
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowTaskTimeout,
+    PokeReturnValue,
+    TaskDeferred,
+)
+from airflow.sdk import DAG
+
+from ramp_airflow.hooks.ec2 import RampEc2Hook
+from ramp_airflow.operators.ec2 import LaunchInstanceOperator, SweepOrphanInstancesOperator, TerminateInstanceOperator
+from ramp_airflow.sensors.ec2 import InstanceReadySensor
+from ramp_airflow.triggers.ec2 import InstanceReadyTrigger
+from ramp_airflow.utils import ec2_tags
+
+DAG_ID = "ramp_iris_train"
+
+
+@pytest.fixture
+def run_id() -> str:
+    return f"manual__{uuid.uuid4()}"
+
+
+@pytest.fixture
+def dag():
+    with DAG(DAG_ID, schedule=None) as the_dag:
+        yield the_dag
+
+
+def launch_operator(ec2, **kwargs) -> LaunchInstanceOperator:
+    params = dict(task_id=f"launch_{uuid.uuid4().hex[:6]}", submission_id=42, event_name="iris",
+                  instance_type="t2.micro", key_name=ec2.key_name, security_group=ec2.security_group,
+                  ami_image_name=ec2.ami_name)
+    params.update(kwargs)
+    return LaunchInstanceOperator(**params)
+
+
+def live(ec2, run_id: str) -> list[str]:
+    """The ids of the live instances tagged with ``run_id``."""
+    filters = [{"Name": f"tag:{ec2_tags.RUN_ID}", "Values": [run_id]},
+               {"Name": "instance-state-name", "Values": list(ec2_tags.LIVE_STATES)}]
+    reservations = ec2.client().describe_instances(Filters=filters)["Reservations"]
+    return [instance["InstanceId"] for r in reservations for instance in r["Instances"]]
+
+
+def state_of(ec2, instance_id: str) -> str:
+    return RampEc2Hook().describe_instance(instance_id)["State"]["Name"]
+
+
+async def first_event(trigger, timeout: float = 30):
+    async def first():
+        async for event in trigger.run():
+            return event
+
+    return await asyncio.wait_for(first(), timeout)
+
+
+def test_launch_pushes_a_tagged_instance_and_a_retry_reuses_it(ec2, dag, run_id):
+    operator = launch_operator(ec2, submission_id="42")  # as a template renders it
+    instance_id = operator.execute({"run_id": run_id})
+    assert operator.execute({"run_id": run_id}) == instance_id  # the task's retry
+    instance = RampEc2Hook().describe_instance(instance_id)
+    assert instance["ImageId"] == ec2.ami_id  # the account's own image, not the stranger's newer one
+    assert ec2_tags.tags_of(instance) == ec2_tags.instance_tags("iris", 42, DAG_ID, run_id, operator.task_id)
+    assert launch_operator(ec2).execute({"run_id": run_id}) != instance_id  # another attempt's task
+
+
+def test_launch_with_an_existing_instance_launches_nothing(ec2, dag, run_id):
+    existing = ec2.launch()["InstanceId"]
+    assert launch_operator(ec2, existing_instance_id=existing).execute({"run_id": run_id}) == existing
+    assert live(ec2, run_id) == []
+    ec2.client().terminate_instances(InstanceIds=[existing])
+    with pytest.raises(AirflowFailException, match=f"existing instance {existing} cannot train"):
+        launch_operator(ec2, existing_instance_id=existing).execute({"run_id": run_id})
+
+
+def test_launch_with_no_existing_instance_rendered_as_text(ec2, dag, run_id):
+    instance_id = launch_operator(ec2, existing_instance_id="None").execute({"run_id": run_id})
+    assert live(ec2, run_id) == [instance_id]
+
+
+def test_launch_failures_leave_nothing_running(ec2, dag, run_id):
+    with pytest.raises(AirflowFailException, match="No available AMI named 'no-such-kit'"):
+        launch_operator(ec2, ami_image_name="no-such-kit").execute({"run_id": run_id})
+    with pytest.raises(AirflowFailException, match="submission_id must be a whole number"):
+        launch_operator(ec2, submission_id="x;rm -rf").execute({"run_id": run_id})
+    assert live(ec2, run_id) == []
+
+
+def test_ready_sensor_defers_then_pushes_the_ssh_address(ec2, dag, run_id):
+    instance_id = launch_operator(ec2).execute({"run_id": run_id})
+    sensor = InstanceReadySensor(task_id="ready", instance_id=instance_id, poke_interval=0.2, timeout=60)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({"run_id": run_id})
+    assert deferred.value.method_name == "execute_complete"
+    classpath, kwargs = deferred.value.trigger.serialize()
+    module, name = classpath.rsplit(".", 1)
+    trigger = getattr(importlib.import_module(module), name)(**kwargs)  # as the triggerer rebuilds it
+    assert isinstance(trigger, InstanceReadyTrigger) and kwargs["instance_id"] == instance_id
+
+    ec2.set_status_delay(1)  # status checks pass one second after launch
+    try:
+        event = asyncio.run(first_event(trigger))
+    finally:
+        ec2.set_status_delay(0)
+    assert event.payload["status"] == "ready"
+    assert sensor.execute_complete({}, event.payload) == "127.0.0.1"
+
+
+def test_the_trigger_never_shows_the_secret_key(ec2):
+    params = {"aws_conn_id": None, "access_key_id": "KEYID", "secret_access_key": "key-secret"}
+    trigger = InstanceReadyTrigger("i-0123456789abcdef0", 1, deadline=0, aws_params=params)
+    assert "key-secret" not in repr(trigger) and "KEYID" in repr(trigger)
+    assert trigger.serialize()[1]["aws_params"] == params  # what Airflow stores, encrypted
+
+
+def test_ready_sensor_fails_loudly_when_the_instance_goes_away(ec2, dag, run_id):
+    instance_id = launch_operator(ec2).execute({"run_id": run_id})
+    ec2.set_status_delay(3600)
+    try:
+        sensor = InstanceReadySensor(task_id="ready", instance_id=instance_id, poke_interval=0.1, timeout=60,
+                                     deferrable=False)
+        assert sensor.poke({}) is False
+        RampEc2Hook().terminate_instance(instance_id)  # e.g. a reclaimed spot instance
+        with pytest.raises(AirflowException, match=f"Instance {instance_id} stopped or disappeared .*terminated"):
+            sensor.poke({})
+        trigger = InstanceReadyTrigger(instance_id, 0.1, deadline=time.time() + 60, aws_params={})
+        event = asyncio.run(first_event(trigger))
+    finally:
+        ec2.set_status_delay(0)
+    assert event.payload["status"] == "gone"
+    with pytest.raises(AirflowException, match="stopped or disappeared"):
+        sensor.execute_complete({}, event.payload)
+
+
+def test_ready_sensor_poke_and_timeout(ec2, dag, run_id):
+    instance_id = launch_operator(ec2).execute({"run_id": run_id})
+    sensor = InstanceReadySensor(task_id="ready", instance_id=instance_id, timeout=5, deferrable=False)
+    ec2.set_status_delay(3600)
+    try:
+        assert sensor.poke({}) is False
+        trigger = InstanceReadyTrigger(instance_id, 0.1, deadline=time.time() + 0.3, aws_params={})
+        event = asyncio.run(first_event(trigger))
+    finally:
+        ec2.set_status_delay(0)
+    assert event.payload["status"] == "timeout" and "initializing" in event.payload["message"]
+    with pytest.raises(AirflowException, match=r"not ready after 5s .* raise aws.instance_ready_timeout_secs"):
+        sensor.execute_complete({}, event.payload)
+    done = sensor.poke({})
+    assert isinstance(done, PokeReturnValue) and done.is_done and done.xcom_value == "127.0.0.1"
+    with pytest.raises(AirflowException, match="Unexpected event"):
+        sensor.execute_complete({}, {"status": "ready", "instance_id": "i-someone-else", "message": ""})
+
+
+def test_terminate_only_what_this_run_launched(ec2, dag, run_id):
+    launched = launch_operator(ec2).execute({"run_id": run_id})
+    other_run = launch_operator(ec2).execute({"run_id": run_id + "-other"})
+    existing = ec2.launch()["InstanceId"]
+    for task_id, instance_id in [("t1", existing), ("t2", other_run), ("t3", launched), ("t4", launched)]:
+        TerminateInstanceOperator(task_id=task_id, instance_id=instance_id).execute({"run_id": run_id})
+    assert state_of(ec2, launched) == "terminated"
+    assert state_of(ec2, existing) == "running"
+    assert state_of(ec2, other_run) == "running"
+    TerminateInstanceOperator(task_id="gone", instance_id="i-0123456789abcdef0").execute({"run_id": run_id})
+    for task_id, instance_id in [("none", None), ("none_text", "None"), ("empty", "")]:  # the launch failed
+        TerminateInstanceOperator(task_id=task_id, instance_id=instance_id).execute({"run_id": run_id})
+    assert state_of(ec2, other_run) == "running"
+
+
+def age(ec2, instance_id: str, minutes: float) -> None:
+    """Move an instance's launch time back, as if it had been running that long."""
+    instance = ec2.backend().get_instance(instance_id)
+    instance.launch_time -= datetime.timedelta(minutes=minutes)
+
+
+DAG_FILE = """
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG
+
+from ramp_airflow.operators.ec2 import LaunchInstanceOperator, SweepOrphanInstancesOperator, TerminateInstanceOperator
+from ramp_airflow.sensors.ec2 import InstanceReadySensor
+
+with DAG("ramp_done_{suffix}", schedule=None) as done_dag:
+    EmptyOperator(task_id="noop")
+
+with DAG("ramp_sweep_{suffix}", schedule=None) as sweep_dag:
+    SweepOrphanInstancesOperator(task_id="sweep", event_name="{event}", grace_period_secs=600)
+
+with DAG("ramp_train_{suffix}", schedule=None) as train_dag:
+    launch = LaunchInstanceOperator(
+        task_id="launch", submission_id="{{{{ params.submission_id }}}}", params={{"submission_id": 42}},
+        event_name="{event}", instance_type="t2.micro", key_name="{key_name}", security_group="{security_group}",
+        ami_image_name="{ami_name}",
+    )
+    ready = InstanceReadySensor(task_id="ready", instance_id=launch.output, poke_interval=0.2, timeout=60)
+    terminate = TerminateInstanceOperator(task_id="terminate", instance_id=launch.output)
+    launch >> ready >> terminate.as_teardown(setups=launch)
+
+with DAG("ramp_fail_{suffix}", schedule=None) as fail_dag:
+    launch = LaunchInstanceOperator(
+        task_id="launch", submission_id=42, event_name="{event}", instance_type="t2.micro", key_name="{key_name}",
+        security_group="{security_group}", ami_image_name="{ami_name}",
+    )
+    ready = InstanceReadySensor(task_id="ready", instance_id=launch.output, poke_interval=0.2, timeout=60)
+    terminate = TerminateInstanceOperator(task_id="terminate", instance_id=launch.output)
+    launch >> ready >> terminate.as_teardown(setups=launch)
+"""
+
+
+@pytest.fixture
+def test_dags(ec2, airflow_home, tmp_path, monkeypatch):
+    """This module's DAGs, in a DAG bundle of their own (dag.test() runs only DAGs of a bundle)."""
+    from airflow.configuration import conf
+
+    suffix, event = uuid.uuid4().hex[:8], f"sweep-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "ramp_ec2_test_dags.py"
+    path.write_text(DAG_FILE.format(suffix=suffix, event=event, key_name=ec2.key_name,
+                                    security_group=ec2.security_group, ami_name=ec2.ami_name))
+    bundles = json.loads(conf.get("dag_processor", "dag_bundle_config_list"))
+    bundles.append({"name": f"ramp-ec2-tests-{suffix}",
+                    "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                    "kwargs": {"path": str(tmp_path)}})
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
+    spec = importlib.util.spec_from_file_location(f"ramp_ec2_test_dags_{suffix}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.event = event
+    yield module
+    from airflow import settings
+
+    # dag.test() leaves a transaction open in Airflow's scoped session; close it while PostgreSQL still runs.
+    settings.Session.remove()
+
+
+def test_launch_ready_teardown_in_a_real_dag_run(ec2, test_dags):
+    ec2.set_status_delay(1)
+    try:
+        run = test_dags.train_dag.test()
+    finally:
+        ec2.set_status_delay(0)
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "success" and states == {"launch": "success", "ready": "success", "terminate": "success"}
+    [instance] = [i for i in RampEc2Hook().list_backend_instances(test_dags.event)] or [None]
+    assert instance is None  # the teardown terminated it
+    launched = ec2.client().describe_instances(Filters=[{"Name": f"tag:{ec2_tags.RUN_ID}", "Values": [run.run_id]}])
+    [[instance]] = [r["Instances"] for r in launched["Reservations"]]
+    assert instance["State"]["Name"] == "terminated"
+    assert ec2_tags.tags_of(instance)[ec2_tags.DAG_ID] == test_dags.train_dag.dag_id
+    assert xcom(run, "ready") == "127.0.0.1" and xcom(run, "launch") == instance["InstanceId"]
+
+
+def fail_right_after_creating(monkeypatch):
+    """Make the hook's launches fail just after EC2 created the instance (a task timeout hitting then)."""
+    run = RampEc2Hook._run
+
+    def run_then_time_out(self, *args, **kwargs):
+        run(self, *args, **kwargs)
+        raise AirflowTaskTimeout("Timeout, PID: 1234")
+
+    monkeypatch.setattr(RampEc2Hook, "_run", run_then_time_out)
+
+
+def test_a_launch_failing_after_creating_terminates_it(ec2, dag, run_id, monkeypatch):
+    fail_right_after_creating(monkeypatch)
+    with pytest.raises(AirflowTaskTimeout):
+        launch_operator(ec2).execute({"run_id": run_id})
+    [instance] = ec2.client().describe_instances(
+        Filters=[{"Name": f"tag:{ec2_tags.RUN_ID}", "Values": [run_id]}])["Reservations"][0]["Instances"]
+    assert instance["State"]["Name"] == "terminated"
+
+
+def test_failed_launch_in_a_real_dag_run_leaves_nothing(ec2, test_dags, monkeypatch):
+    fail_right_after_creating(monkeypatch)
+    run = test_dags.fail_dag.test()
+    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert run.state == "failed"
+    # Airflow runs a teardown only when its setup succeeded: the launch cleaned up itself.
+    assert states == {"launch": "failed", "ready": "upstream_failed", "terminate": "upstream_failed"}
+    assert RampEc2Hook().list_backend_instances(test_dags.event) == []
+    assert ec2.client().describe_instances(Filters=[{"Name": f"tag:{ec2_tags.RUN_ID}", "Values": [run.run_id]}])[
+        "Reservations"
+    ], "the launch did create an instance"
+
+
+def xcom(run, task_id: str):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=run.dag_id, task_ids=task_id)).one()
+        return XComModel.deserialize_value(row)
+
+
+def test_sweep_in_real_dag_runs(ec2, test_dags):
+    hook, event = RampEc2Hook(), test_dags.event
+    done = test_dags.done_dag.test()
+    assert done.state == "success"
+
+    when = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    sweep_dag_id, sweep_run_id = test_dags.sweep_dag.dag_id, f"manual__{when.isoformat()}"
+
+    def launch(dag_id: str, run_id: str, minutes_old: float) -> str:
+        instance_id = hook.launch_instance(image_id=ec2.ami_id, instance_type="t2.micro", key_name=ec2.key_name,
+                                           security_group=ec2.security_group, event_name=event, submission_id=7,
+                                           dag_id=dag_id, run_id=run_id, task_id="launch")
+        age(ec2, instance_id, minutes_old)
+        return instance_id
+
+    ended = launch(done.dag_id, done.run_id, 30)
+    unknown = launch("ramp_deleted_dag", "manual__long_ago", 30)
+    running = launch(sweep_dag_id, sweep_run_id, 30)  # the sweep's own run: still running
+    young = launch("ramp_deleted_dag", "manual__just_now", 1)
+    untagged_tags = [{"Key": ec2_tags.BACKEND, "Value": ec2_tags.BACKEND_VALUE},
+                     {"Key": ec2_tags.EVENT, "Value": event}]
+    untagged = ec2.launch(TagSpecifications=[{"ResourceType": "instance", "Tags": untagged_tags}])["InstanceId"]
+    age(ec2, untagged, 30)
+    stranger = ec2.launch()["InstanceId"]
+    age(ec2, stranger, 30)
+
+    run = test_dags.sweep_dag.test(run_after=when, logical_date=when)
+    assert run.run_id == sweep_run_id and run.state == "success"
+
+    states = {name: state_of(ec2, instance_id) for name, instance_id in
+              dict(ended=ended, unknown=unknown, running=running, young=young, untagged=untagged,
+                   stranger=stranger).items()}
+    assert states == dict(ended="terminated", unknown="terminated", running="running", young="running",
+                          untagged="terminated", stranger="running")
+    for instance_id in (running, young, stranger):
+        hook.terminate_instance(instance_id)
+
+
+def test_a_missing_run_is_told_apart_from_other_api_errors():
+    """On a worker, the Task SDK reports the API server's 404 as an AirflowRuntimeError."""
+    from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
+    from airflow.sdk.execution_time.comms import ErrorResponse
+
+    from ramp_airflow.operators.ec2 import _status_code
+
+    def error(status: int) -> AirflowRuntimeError:
+        return AirflowRuntimeError(ErrorResponse(error=ErrorType.API_SERVER_ERROR, detail={"status_code": status}))
+
+    assert _status_code(error(404)) == 404
+    assert _status_code(error(500)) == 500
+    assert _status_code(AirflowRuntimeError(ErrorResponse())) is None
