@@ -76,6 +76,7 @@ _SECTIONS: dict[str, dict[str, _Field]] = {
         "instance_ready_timeout_secs": _Field("number", 900, positive=True),
         "spot_wait_secs": _Field("number", 120, positive=True),
         "max_concurrent_instances": _Field("int", 10, positive=True),
+        "instance_retries": _Field("int", 1),
     },
 }
 _REQUIRED_SECTIONS = ("ramp", "aws")
@@ -147,6 +148,7 @@ class AwsSettings:
     instance_ready_timeout_secs: float
     spot_wait_secs: float
     max_concurrent_instances: int
+    instance_retries: int
 
 
 @dataclass(frozen=True)
@@ -287,6 +289,8 @@ class _Validator:
             self.fail("aws.access_key_id", "give both aws.access_key_id and aws.secret_access_key, or neither")
         elif aws["access_key_id"] is not None and aws["profile_name"] is not None:
             self.fail("aws.profile_name", "give aws.profile_name or the access keys, not both")
+        if aws["instance_retries"] is not None and aws["instance_retries"] < 0:
+            self.fail("aws.instance_retries", f"must be 0 or more, not {aws['instance_retries']}")
         if aws["ssh_port"] is not None and aws["ssh_port"] > 65535:
             self.fail("aws.ssh_port", f"must be a TCP port (1 to 65535), not {aws['ssh_port']}")
         if aws["training_command"] is not None:

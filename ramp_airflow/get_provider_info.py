@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from ramp_airflow import __version__
 
+_INTEGRATION = "RAMP"
+
+
+def _modules(*names: str) -> list[dict]:
+    return [{"integration-name": _INTEGRATION, "python-modules": [f"ramp_airflow.{n}" for n in names]}]
+
 
 def get_provider_info() -> dict:
     return {
@@ -13,14 +19,22 @@ def get_provider_info() -> dict:
         "versions": [__version__],
         "integrations": [
             {
-                "integration-name": "RAMP",
+                "integration-name": _INTEGRATION,
                 "external-doc-url": "https://github.com/paris-saclay-cds/ramp-board",
                 "tags": ["service"],
             }
         ],
-        "hooks": [],
-        "operators": [],
-        "sensors": [],
-        "triggers": [],
+        "hooks": _modules("hooks.ec2", "hooks.instance_ssh", "hooks.ramp_database"),
+        "operators": _modules(
+            "operators.ec2",
+            "operators.train",
+            "operators.fetch",
+            "operators.ramp_database",
+            "operators.event_hook",
+            "operators.training_outcome",
+        ),
+        "sensors": _modules("sensors.ec2", "sensors.training", "sensors.new_submissions"),
+        "triggers": _modules("triggers.ec2", "triggers.training", "triggers.new_submissions"),
+        # The backend uses the amazon, ssh and postgres providers' connection types.
         "connection-types": [],
     }

@@ -11,7 +11,9 @@ import paramiko
 from airflow.providers.common.compat.sdk import AirflowException, BaseSensorOperator, PokeReturnValue
 from ramp_airflow.hooks.instance_ssh import InstanceSSHHook
 from ramp_airflow.operators.train import submission_id_of
-from ramp_airflow.triggers.training import LIVE_INSTANCE_STATES, TrainingFinishedTrigger
+from ramp_airflow.hooks.ec2 import RampEc2Hook
+from ramp_airflow.triggers.training import TrainingFinishedTrigger
+from ramp_airflow.utils.ec2_lifecycle import GONE
 from ramp_airflow.utils.remote_commands import TrainingWatch
 
 if TYPE_CHECKING:
@@ -41,8 +43,8 @@ class TrainingFinishedSensor(BaseSensorOperator):
     :param poke_interval: seconds between polls (``check_finished_training_interval_secs``)
     :param training_timeout_secs: kill the training once it ran this long (``None``: no limit)
     :param instance_id: the EC2 instance, to tell a lost instance from a dropped connection
-    :param aws_conn_id: the Airflow AWS connection for that check
-    :param region_name: the AWS region for that check
+    :param aws_params: the AWS credentials for that check (``aws_conn_id``, ``region_name``,
+        ``profile_name``, ``access_key_id``, ``secret_access_key``), as the EC2 tasks take them
     :param deferrable: wait in the triggerer rather than in a worker slot
     """
 
@@ -50,7 +52,7 @@ class TrainingFinishedSensor(BaseSensorOperator):
 
     def __init__(self, *, submission_id, address, host_key, remote_ramp_kit_folder, ami_user_name, key_path=None,
                  ssh_conn_id=None, ssh_port=22, poke_interval=60.0, training_timeout_secs=None, instance_id=None,
-                 aws_conn_id=None, region_name=None, deferrable=True, **kwargs):  # fmt: skip
+                 aws_params=None, deferrable=True, **kwargs):  # fmt: skip
         super().__init__(poke_interval=poke_interval, **kwargs)
         self.submission_id = submission_id
         self.address = address
@@ -62,8 +64,7 @@ class TrainingFinishedSensor(BaseSensorOperator):
         self.ssh_port = ssh_port
         self.training_timeout_secs = training_timeout_secs
         self.instance_id = instance_id
-        self.aws_conn_id = aws_conn_id
-        self.region_name = region_name
+        self.aws_params = dict(aws_params or {})
         self.deferrable = deferrable
 
     @cached_property
@@ -86,23 +87,17 @@ class TrainingFinishedSensor(BaseSensorOperator):
                 remote_ramp_kit_folder=self.remote_ramp_kit_folder, ami_user_name=self.ami_user_name,
                 key_path=self.key_path, ssh_conn_id=self.ssh_conn_id, ssh_port=self.ssh_port,
                 poll_interval=float(self.poke_interval), training_timeout_secs=self.training_timeout_secs,
-                instance_id=self.instance_id, aws_conn_id=self.aws_conn_id, region_name=self.region_name,
+                instance_id=self.instance_id, aws_params=self.aws_params,
             ),
             method_name="execute_complete",
         )  # fmt: skip
 
     def _instance_gone(self) -> bool:
-        from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
-
         if not self.instance_id:
             return False
-        hook = EC2Hook(aws_conn_id=self.aws_conn_id, region_name=self.region_name, api_type="client_type")
-        try:
-            state = hook.get_instance_state(instance_id=self.instance_id)
-        except hook.conn.exceptions.ClientError as err:
-            return err.response.get("Error", {}).get("Code") == "InvalidInstanceID.NotFound"
-        self.log.info("EC2 reports instance %s as %s", self.instance_id, state)
-        return state not in LIVE_INSTANCE_STATES
+        readiness, description = RampEc2Hook(**self.aws_params).get_readiness(self.instance_id)
+        self.log.info("EC2 reports instance %s: %s", self.instance_id, description)
+        return readiness == GONE
 
     def poke(self, context: Context) -> PokeReturnValue:
         try:

@@ -6,11 +6,10 @@ import asyncio
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+from ramp_airflow.hooks.ec2 import RampEc2Hook
 from ramp_airflow.hooks.instance_ssh import InstanceSSHHookAsync
+from ramp_airflow.utils.ec2_lifecycle import GONE
 from ramp_airflow.utils.remote_commands import TrainingWatch
-
-# EC2 states of an instance that can still be training.
-LIVE_INSTANCE_STATES = frozenset({"pending", "running"})
 
 
 def is_transient(err: BaseException) -> bool:
@@ -43,21 +42,20 @@ class TrainingFinishedTrigger(BaseTrigger):
     :param poll_interval: seconds between polls
     :param training_timeout_secs: kill the training once it ran this long (``None``: no limit)
     :param instance_id: the EC2 instance, to tell a lost instance from a dropped connection
-    :param aws_conn_id: the Airflow AWS connection for that check
-    :param region_name: the AWS region for that check
+    :param aws_params: the AWS credentials for that check (``aws_conn_id``, ``region_name``, ...)
     :param log_offset: bytes of the log already shown
     """
 
     def __init__(self, submission_id, address, host_key, remote_ramp_kit_folder, ami_user_name, key_path=None,
                  ssh_conn_id=None, ssh_port=22, poll_interval=60.0, training_timeout_secs=None, instance_id=None,
-                 aws_conn_id=None, region_name=None, log_offset=0):  # fmt: skip
+                 aws_params=None, log_offset=0):  # fmt: skip
         super().__init__()
         self.kwargs = {
             "submission_id": submission_id, "address": address, "host_key": host_key,
             "remote_ramp_kit_folder": remote_ramp_kit_folder, "ami_user_name": ami_user_name,
             "key_path": key_path, "ssh_conn_id": ssh_conn_id, "ssh_port": ssh_port,
             "poll_interval": poll_interval, "training_timeout_secs": training_timeout_secs,
-            "instance_id": instance_id, "aws_conn_id": aws_conn_id, "region_name": region_name,
+            "instance_id": instance_id, "aws_params": dict(aws_params or {}),
             "log_offset": log_offset,
         }  # fmt: skip
         self.watch = TrainingWatch(remote_ramp_kit_folder, submission_id, training_timeout_secs, log_offset)
@@ -67,22 +65,18 @@ class TrainingFinishedTrigger(BaseTrigger):
         return f"{type(self).__module__}.{type(self).__qualname__}", dict(self.kwargs, log_offset=self.watch.log_offset)
 
     async def _instance_gone(self) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
-        from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
-
-        if not self.kwargs["instance_id"]:
+        instance_id = self.kwargs["instance_id"]
+        if not instance_id:
             return False
-        hook = EC2Hook(aws_conn_id=self.kwargs["aws_conn_id"], region_name=self.kwargs["region_name"], api_type="client_type")
         try:
-            state = await hook.get_instance_state_async(instance_id=self.kwargs["instance_id"])
-        except ClientError as err:
-            if err.response.get("Error", {}).get("Code") == "InvalidInstanceID.NotFound":
-                return True
-            self.log.warning("Could not ask EC2 about %s: %s", self.kwargs["instance_id"], err)
+            readiness, description = await RampEc2Hook(**self.kwargs["aws_params"]).get_readiness_async(instance_id)
+        except (BotoCoreError, ClientError) as err:
+            self.log.warning("Could not ask EC2 about %s: %s", instance_id, err)
             return False
-        self.log.info("EC2 reports instance %s as %s", self.kwargs["instance_id"], state)
-        return state not in LIVE_INSTANCE_STATES
+        self.log.info("EC2 reports instance %s: %s", instance_id, description)
+        return readiness == GONE
 
     async def _poll(self) -> dict | None:
         _, output = await self.hook.run(self.watch.poll_command())

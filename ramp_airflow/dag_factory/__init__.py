@@ -1,0 +1,68 @@
+"""Build every event's DAGs from a directory of event config files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from airflow.sdk import DAG
+
+from ramp_airflow.config import ConfigError, load_config
+from ramp_airflow.dag_factory.loop import build_loop_dag, loop_dag_id
+from ramp_airflow.dag_factory.training import build_training_dag, training_dag_id
+
+__all__ = [
+    "build_loop_dag",
+    "build_training_dag",
+    "config_files",
+    "dags_from_configs",
+    "event_dags",
+    "loop_dag_id",
+    "training_dag_id",
+]
+
+CONFIG_ERRORS_DAG_ID = "ramp_config_errors"
+
+
+class _ConfigErrorsDag(DAG):
+    """
+    Stands for the events whose config is broken, so that Airflow reports them as an import error.
+
+    Airflow records a DAG that fails validation as an import error of its DAG file while keeping
+    the file's other DAGs, which is what a broken config must do: name its file and fields and
+    leave the other events running.
+    """
+
+    def validate(self):
+        raise ConfigError(self.problems)
+
+
+def config_files(location: str | Path) -> list[Path]:
+    """The ``*.yml`` and ``*.yaml`` files of a directory, sorted; a file is taken as it is."""
+    location = Path(location)
+    if location.is_file():
+        return [location]
+    return sorted(p for p in location.iterdir() if p.suffix in (".yml", ".yaml") and p.is_file())
+
+
+def event_dags(config_path: str | Path) -> dict[str, DAG]:
+    """The training and loop DAG of one event config, by DAG id."""
+    config = load_config(config_path)
+    return {dag.dag_id: dag for dag in (build_training_dag(config), build_loop_dag(config))}
+
+
+def dags_from_configs(location: str | Path | None) -> dict[str, DAG]:
+    """Every event's DAGs from a directory of configs (or one file), broken configs reported."""
+    if not location:
+        return {}
+    dags: dict[str, DAG] = {}
+    problems = []
+    for path in config_files(location):
+        try:
+            dags.update(event_dags(path))
+        except ConfigError as err:
+            problems.extend(err.problems)
+    if problems:
+        broken = _ConfigErrorsDag(dag_id=CONFIG_ERRORS_DAG_ID, schedule=None)
+        broken.problems = problems
+        dags[broken.dag_id] = broken
+    return dags

@@ -1,0 +1,69 @@
+"""The per-event loop DAG: find new submissions, claim them, start one training run for each."""
+
+from __future__ import annotations
+
+import datetime
+
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import DAG
+
+from ramp_airflow.config import EventConfig
+from ramp_airflow.dag_factory.training import training_dag_id
+from ramp_airflow.operators.ec2 import SweepOrphanInstancesOperator
+from ramp_airflow.operators.ramp_database import ClaimNewSubmissionsOperator
+from ramp_airflow.sensors.new_submissions import NewSubmissionsSensor
+
+# A loop run waits this many loop intervals for a new submission before making way for the next.
+_WAIT_INTERVALS = 10
+
+
+def loop_dag_id(event_name: str) -> str:
+    return f"ramp_train_loop_{event_name}"
+
+
+def build_loop_dag(config: EventConfig) -> DAG:
+    """Build ``ramp_train_loop_<event>``: the seed's ``ramp_aws_train_loop`` as a scheduled DAG."""
+    aws = config.aws
+    db = {"event_name": config.event_name, "postgres_conn_id": config.database.postgres_conn_id, "database": config.database}
+    interval = aws.train_loop_interval_secs
+    with DAG(
+        dag_id=loop_dag_id(config.event_name),
+        description=f"Train every new submission of RAMP event {config.event_name}",
+        schedule=datetime.timedelta(seconds=interval),
+        start_date=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+        catchup=False,
+        max_active_runs=1,
+        is_paused_upon_creation=True,
+        tags=["ramp", config.event_name],
+        doc_md=__doc__,
+    ) as dag:
+        SweepOrphanInstancesOperator(
+            task_id="sweep_orphan_instances",
+            event_name=config.event_name,
+            aws_conn_id=aws.aws_conn_id,
+            region_name=aws.region_name,
+            profile_name=aws.profile_name,
+            access_key_id=aws.access_key_id,
+            secret_access_key=aws.secret_access_key,
+        )
+        wait = NewSubmissionsSensor(
+            task_id="wait_for_new_submissions",
+            event_name=config.event_name,
+            postgres_conn_id=config.database.postgres_conn_id,
+            config_path=config.path,
+            poke_interval=interval,
+            timeout=interval * _WAIT_INTERVALS,
+        )
+        claim = ClaimNewSubmissionsOperator(
+            task_id="claim_new_submissions",
+            training_dag_id=training_dag_id(config.event_name),
+            max_concurrent=aws.max_concurrent_instances,
+            **db,
+        )
+        trigger = TriggerDagRunOperator.partial(
+            task_id="trigger_training",
+            trigger_dag_id=training_dag_id(config.event_name),
+            skip_when_already_exists=True,
+        ).expand_kwargs(claim.output)
+        wait >> claim >> trigger
+    return dag

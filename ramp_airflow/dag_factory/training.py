@@ -1,0 +1,223 @@
+"""
+The per-event training DAG: one run trains one submission.
+
+claim -> [attempt: launch -> ready -> upload+train -> finished -> fetch] -> record -> hooks,
+with every attempt's instance terminated as a teardown whatever failed before it. An attempt
+whose instance is lost during training is followed by another on a new instance, up to
+``instance_retries`` times. Each attempt fetches its own results, so that no task outside an
+attempt lies between that attempt's launch (setup) and terminate (teardown).
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
+
+from ramp_airflow.config import EventConfig
+from ramp_airflow.operators.ec2 import LaunchInstanceOperator, TerminateInstanceOperator
+from ramp_airflow.operators.event_hook import RunEventHookOperator
+from ramp_airflow.operators.fetch import FetchResultsOperator
+from ramp_airflow.operators.ramp_database import (
+    ClaimSubmissionOperator,
+    FinalizeSubmissionOperator,
+    MarkTrainingOperator,
+    RecordResultsOperator,
+)
+from ramp_airflow.operators.train import RsyncTrainOperator
+from ramp_airflow.operators.training_outcome import TrainingOutcomeBranchOperator
+from ramp_airflow.sensors.ec2 import InstanceReadySensor
+from ramp_airflow.sensors.training import TrainingFinishedSensor
+from ramp_airflow.utils.submission_states import SCORED, TRAINING_ERROR
+
+CLAIM = "claim_submission"
+SUBMISSION = f"ti.xcom_pull(task_ids='{CLAIM}')"
+
+
+def training_dag_id(event_name: str) -> str:
+    return f"ramp_train_{event_name}"
+
+
+def training_attempt(ti, attempts: int) -> dict[str, Any]:
+    """
+    The outcome and fetched results of the last attempt that got as far as a training outcome.
+
+    Registered as a DAG macro so that the recording task can template from it.
+    """
+    for number in range(attempts, 0, -1):
+        group = f"attempt_{number}"
+        outcome = ti.xcom_pull(task_ids=f"{group}.wait_for_training")
+        if outcome:
+            return {"outcome": outcome, "result": ti.xcom_pull(task_ids=f"{group}.fetch_results")}
+    raise LookupError("no training attempt of this run reached an outcome")
+
+
+_PARAMS = {
+    "submission_id": Param(
+        None,
+        type=["null", "integer"],
+        minimum=1,
+        title="Submission id",
+        description="The submission to train (submissions.id). Or leave empty and give team and name.",
+    ),
+    "team": Param(None, type=["null", "string"], title="Team", description="The submission's team, with its name."),
+    "name": Param(
+        None, type=["null", "string"], maxLength=20, title="Submission name", description="The submission's name."
+    ),
+    "instance_id": Param(
+        None,
+        type=["null", "string"],
+        title="Existing instance id",
+        description="Train on this running EC2 instance (i-...) instead of launching one; it is left running.",
+    ),
+}
+
+
+def build_training_dag(config: EventConfig) -> DAG:
+    """Build ``ramp_train_<event>`` from an event config."""
+    aws = config.aws
+    attempts = aws.instance_retries + 1
+    db = {"event_name": config.event_name, "postgres_conn_id": config.database.postgres_conn_id, "database": config.database}
+    aws_kwargs = {
+        "aws_conn_id": aws.aws_conn_id,
+        "region_name": aws.region_name,
+        "profile_name": aws.profile_name,
+        "access_key_id": aws.access_key_id,
+        "secret_access_key": aws.secret_access_key,
+    }
+    ssh_kwargs = {
+        "ami_user_name": aws.ami_user_name,
+        "key_path": aws.key_path,
+        "ssh_conn_id": aws.ssh_conn_id,
+        "ssh_port": aws.ssh_port,
+        "remote_ramp_kit_folder": aws.remote_ramp_kit_folder,
+    }
+    submission_id = f"{{{{ {SUBMISSION}['id'] }}}}"
+
+    with DAG(
+        dag_id=training_dag_id(config.event_name),
+        description=f"Train one submission of RAMP event {config.event_name} on an EC2 instance",
+        schedule=None,
+        start_date=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+        catchup=False,
+        max_active_runs=aws.max_concurrent_instances,
+        params=_PARAMS,
+        render_template_as_native_obj=True,
+        user_defined_macros={"training_attempt": training_attempt},
+        tags=["ramp", config.event_name],
+        doc_md=__doc__,
+    ) as dag:
+        claim = ClaimSubmissionOperator(task_id=CLAIM, **db)
+        # Both follow whichever attempt got that far; the other attempts' tasks are skipped.
+        record = RecordResultsOperator(
+            task_id="record_results",
+            submission_id=submission_id,
+            outcome=f"{{{{ training_attempt(ti, {attempts})['outcome'] }}}}",
+            result=f"{{{{ training_attempt(ti, {attempts})['result'] }}}}",
+            trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+            **db,
+        )
+        give_up = FinalizeSubmissionOperator(
+            task_id="give_up",
+            submission=f"{{{{ {SUBMISSION} }}}}",
+            message=f"The EC2 instance was lost during training {attempts} time(s) (terminated or reclaimed).",
+            trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+            **db,
+        )
+        previous = claim
+        for number in range(1, attempts + 1):
+            group = f"attempt_{number}"
+            with TaskGroup(group, tooltip=f"Training attempt {number} of {attempts}"):
+                launch = LaunchInstanceOperator(
+                    task_id="launch_instance",
+                    submission_id=submission_id,
+                    event_name=config.event_name,
+                    instance_type=aws.instance_type,
+                    key_name=aws.key_name,
+                    security_group=aws.security_group,
+                    ami_image_id=aws.ami_image_id,
+                    ami_image_name=aws.ami_image_name,
+                    ami_owners=aws.ami_owners,
+                    use_spot_instance=aws.use_spot_instance,
+                    spot_wait_secs=aws.spot_wait_secs,
+                    existing_instance_id=f"{{{{ {SUBMISSION}['instance_id'] }}}}",
+                    **aws_kwargs,
+                )
+                ready = InstanceReadySensor(
+                    task_id="wait_until_ready",
+                    instance_id=launch.output,
+                    poke_interval=aws.check_status_interval_secs,
+                    timeout=aws.instance_ready_timeout_secs,
+                    **aws_kwargs,
+                )
+                train = RsyncTrainOperator(
+                    task_id="upload_and_train",
+                    submission_id=submission_id,
+                    address=ready.output,
+                    ramp_submissions_path=f"{{{{ {SUBMISSION}['path_ramp_submissions'] }}}}",
+                    training_command=aws.training_command,
+                    memory_profiling=aws.memory_profiling,
+                    **ssh_kwargs,
+                )
+                host_key = f"{{{{ ti.xcom_pull(task_ids='{group}.upload_and_train')['host_key'] }}}}"
+                mark_training = MarkTrainingOperator(task_id="mark_training", submission_id=submission_id, **db)
+                finished = TrainingFinishedSensor(
+                    task_id="wait_for_training",
+                    submission_id=submission_id,
+                    address=ready.output,
+                    host_key=host_key,
+                    poke_interval=aws.check_finished_training_interval_secs,
+                    training_timeout_secs=aws.training_timeout_secs,
+                    instance_id=launch.output,
+                    aws_params=aws_kwargs,
+                    **ssh_kwargs,
+                )
+                fetch = FetchResultsOperator(
+                    task_id="fetch_results",
+                    submission_id=submission_id,
+                    address=ready.output,
+                    host_key=host_key,
+                    local_predictions_folder=aws.local_predictions_folder,
+                    local_log_folder=aws.local_log_folder,
+                    expected_folds=f"{{{{ {SUBMISSION}['n_folds'] }}}}",
+                    **ssh_kwargs,
+                )
+                decide = TrainingOutcomeBranchOperator(
+                    task_id="decide",
+                    outcome=finished.output,
+                    fetch_task_id=fetch.task_id,
+                    retry_task_id=f"attempt_{number + 1}.launch_instance" if number < attempts else None,
+                    give_up_task_id=give_up.task_id,
+                )
+                terminate = TerminateInstanceOperator(task_id="terminate_instance", instance_id=launch.output, **aws_kwargs)
+                previous >> launch >> ready >> train >> mark_training >> finished >> decide >> [fetch, give_up]
+                fetch >> [record, terminate.as_teardown(setups=launch, on_failure_fail_dagrun=True)]
+                if "start_training" in config.hooks and number == 1:
+                    mark_training >> _hook_task(config, "start_training", None)
+            previous = decide
+
+        for hook_name, state in (("successful_training", SCORED), ("failed_training", TRAINING_ERROR)):
+            if hook_name in config.hooks:
+                record >> _hook_task(config, hook_name, state, recorded_state=record.output)
+        ensure_final = FinalizeSubmissionOperator(
+            task_id="ensure_final_state",
+            submission=f"{{{{ {SUBMISSION} }}}}",
+            message="The training run ended without a result (a failure on the platform's side); see its task logs.",
+            trigger_rule=TriggerRule.ALL_DONE,
+            **db,
+        )
+        [record, give_up] >> ensure_final
+    return dag
+
+
+def _hook_task(config: EventConfig, hook_name: str, only_if_state: str | None, recorded_state: Any = None):
+    return RunEventHookOperator(
+        task_id=f"hook_{hook_name}",
+        hook_name=hook_name,
+        commands=config.hooks[hook_name],
+        submission=f"{{{{ {SUBMISSION} }}}}",
+        local_log_folder=config.aws.local_log_folder,
+        only_if_state=only_if_state,
+        recorded_state=recorded_state,
+    )

@@ -1,0 +1,75 @@
+"""Run one of an event's hooks (``start_training``, ``successful_training``, ``failed_training``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException, BaseOperator
+from airflow.providers.standard.hooks.subprocess import SubprocessHook
+
+from ramp_airflow.utils.event_hooks import hook_environment
+from ramp_airflow.utils.layout import local_log_dir
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+
+class RunEventHookOperator(BaseOperator):
+    """
+    Run an event hook's commands in order on the Airflow side, stopping at the first that fails.
+
+    A failing hook fails this task only: it runs after the submission's result is recorded
+    and never changes it.
+
+    :param hook_name: the hook, e.g. ``successful_training``.
+    :param commands: the hook's shell commands, from the event config.
+    :param submission: the submission (``id``, ``name``, ``team``, ``event``), as the claim
+        task returns it (templated).
+    :param local_log_folder: the event's ``local_log_folder``; the submission's folder in it
+        is ``RAMP_AWS_SUBMISSION_FOLDER`` and the commands' working directory.
+    :param only_if_state: run only when the recorded state (templated) equals this one;
+        otherwise the task is skipped.
+    :param recorded_state: the state the submission was recorded in (templated).
+    """
+
+    template_fields: Sequence[str] = ("submission", "recorded_state")
+    ui_color = "#e8f0d8"
+
+    def __init__(
+        self,
+        *,
+        hook_name: str,
+        commands: Sequence[str],
+        submission: Any,
+        local_log_folder: str,
+        only_if_state: str | None = None,
+        recorded_state: Any = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.hook_name = hook_name
+        self.commands = list(commands)
+        self.submission = submission
+        self.local_log_folder = local_log_folder
+        self.only_if_state = only_if_state
+        self.recorded_state = recorded_state
+
+    def execute(self, context: Context) -> None:
+        if self.only_if_state is not None and self.recorded_state != self.only_if_state:
+            raise AirflowSkipException(
+                f"{self.hook_name} runs for submissions recorded as {self.only_if_state}, "
+                f"not {self.recorded_state}"
+            )
+        folder = local_log_dir(self.local_log_folder, int(self.submission["id"]))
+        env = hook_environment(self.hook_name, self.submission, folder)
+        # Hooks run in the submission's log folder once it exists (it does after the download).
+        hook = SubprocessHook()
+        for number, command in enumerate(self.commands, start=1):
+            result = hook.run_command(["bash", "-c", command], env=env, cwd=folder if os.path.isdir(folder) else None)
+            if result.exit_code != 0:
+                raise AirflowException(
+                    f"hook {self.hook_name}, command {number} of {len(self.commands)} exited with "
+                    f"{result.exit_code}: {command}"
+                )

@@ -1,0 +1,195 @@
+"""The training path's steps in the RAMP database: claim, start, record, and never leave one stuck."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException, BaseOperator
+
+from ramp_airflow.hooks.ramp_database import RampDatabaseHook
+from ramp_airflow.utils.run_conf import RunConfError, parse_run_conf
+from ramp_airflow.utils.submission_states import IN_FLIGHT
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+    from ramp_airflow.config import DatabaseSettings
+
+
+class _RampDatabaseOperator(BaseOperator):
+    """
+    Base of the operators that talk to the RAMP database.
+
+    :param event_name: the event the submission belongs to.
+    :param postgres_conn_id: an Airflow Postgres connection to the RAMP database; wins over
+        ``database``.
+    :param database: the event config's ``sqlalchemy`` settings, used without a connection id.
+    """
+
+    ui_color = "#dbe7f3"
+
+    def __init__(
+        self,
+        *,
+        event_name: str,
+        postgres_conn_id: str | None = None,
+        database: DatabaseSettings | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.event_name = event_name
+        self.postgres_conn_id = postgres_conn_id
+        self.database = database
+
+    @cached_property
+    def hook(self) -> RampDatabaseHook:
+        return RampDatabaseHook(postgres_conn_id=self.postgres_conn_id, database=self.database)
+
+
+class ClaimSubmissionOperator(_RampDatabaseOperator):
+    """
+    Find the submission a training run was asked for and claim it (``new`` -> ``sent_to_training``).
+
+    The run's conf (``submission_id``, or ``team`` and ``name``; optionally ``instance_id``) is
+    validated first, so that a bad conf fails here with a message naming the field. A submission
+    the loop already claimed is taken as it is. Returns the submission (``id``, ``name``, ``team``,
+    ``event``, ``path_ramp_submissions``), the event's number of CV folds (``n_folds``) and the
+    requested ``instance_id``.
+    """
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            request = parse_run_conf(context["dag_run"].conf or {})
+        except RunConfError as err:
+            raise AirflowException(f"bad conf for this training run: {err}") from None
+        hook = self.hook
+        if request.submission_id is not None:
+            found = hook.get_submission(request.submission_id)
+        else:
+            found = hook.find_submission(self.event_name, request.team, request.name)
+        if found["event"] != self.event_name:
+            raise AirflowException(
+                f"{request.describe()} belongs to event {found['event']!r}, not {self.event_name!r}: "
+                f"trigger ramp_train_{found['event']} instead"
+            )
+        if found["sandbox"]:
+            raise AirflowException(
+                f"{request.describe()} is the event's sandbox ({found['name']!r}), which is never trained"
+            )
+        submission = hook.claim_submission(found["id"])
+        self.log.info("Training submission %s (%r of team %r)", submission["id"], submission["name"], submission["team"])
+        return {
+            **submission,
+            "n_folds": hook.n_cv_folds(self.event_name),
+            "instance_id": request.instance_id,
+        }
+
+
+class MarkTrainingOperator(_RampDatabaseOperator):
+    """
+    Move the submission to ``training`` once its training has started on the instance.
+
+    :param submission_id: the submission (templated).
+    """
+
+    template_fields: Sequence[str] = ("submission_id",)
+
+    def __init__(self, *, submission_id: Any, **kwargs):
+        super().__init__(**kwargs)
+        self.submission_id = submission_id
+
+    def execute(self, context: Context) -> None:
+        self.hook.set_training(int(self.submission_id))
+
+
+class RecordResultsOperator(_RampDatabaseOperator):
+    """
+    Record a finished training: ``scored`` with its times and scores, or ``training_error``.
+
+    :param submission_id: the submission (templated).
+    :param outcome: how the training ended, as the training-finished sensor returned it (templated).
+    :param result: the parsed results, as the fetch step returned them (templated).
+    :return: the state the submission was recorded in.
+    """
+
+    template_fields: Sequence[str] = ("submission_id", "outcome", "result")
+
+    def __init__(self, *, submission_id: Any, outcome: Any, result: Any, **kwargs):
+        super().__init__(**kwargs)
+        self.submission_id = submission_id
+        self.outcome = outcome
+        self.result = result
+
+    def execute(self, context: Context) -> str:
+        result = dict(self.result)
+        if self.outcome.get("outcome") == "timeout":
+            limit = f"Training was stopped after {self.outcome.get('after_secs', 0):.0f} s: it exceeded the event's training_timeout_secs."
+            result.update(success=False, error_msg=f"{limit}\n{result.get('error_msg', '')}".rstrip("\n"))
+        state = self.hook.record_results(int(self.submission_id), result)
+        self.log.info("Submission %s recorded as %s", self.submission_id, state)
+        return state
+
+
+class FinalizeSubmissionOperator(_RampDatabaseOperator):
+    """
+    Make sure a submission never stays in ``sent_to_training`` or ``training``.
+
+    Used twice in a training run: when every instance attempt was lost, and as the run's last
+    task, which runs whatever failed before it. A submission still in an intermediate state goes
+    to ``checking_error`` (a failure on the platform's side) with ``message``.
+
+    :param submission: the submission as the claim task returned it (templated); when the claim
+        itself failed there is nothing to finalize.
+    :param message: the error message recorded for the submission.
+    """
+
+    template_fields: Sequence[str] = ("submission", "message")
+
+    def __init__(self, *, submission: Any, message: str, **kwargs):
+        super().__init__(**kwargs)
+        self.submission = submission
+        self.message = message
+
+    def execute(self, context: Context) -> None:
+        if not self.submission:
+            raise AirflowSkipException("no submission was claimed by this run")
+        submission_id = int(self.submission["id"])
+        state = self.hook.get_submission(submission_id)["state"]
+        if state not in IN_FLIGHT:
+            self.log.info("Submission %s is %s: nothing to do", submission_id, state)
+            return
+        self.hook.set_checking_error(submission_id, self.message)
+        raise AirflowException(f"submission {submission_id} was left {state}; it is now checking_error: {self.message}")
+
+
+class ClaimNewSubmissionsOperator(_RampDatabaseOperator):
+    """
+    Claim the event's new submissions, as many as the cap on concurrent trainings leaves room for.
+
+    :param training_dag_id: the event's training DAG, whose active runs count against the cap.
+    :param max_concurrent: the event's cap on instances training at once.
+    :return: one ``{"trigger_run_id", "conf"}`` per claimed submission, ready for
+        ``TriggerDagRunOperator.partial(...).expand_kwargs``.
+    """
+
+    def __init__(self, *, training_dag_id: str, max_concurrent: int, **kwargs):
+        super().__init__(**kwargs)
+        self.training_dag_id = training_dag_id
+        self.max_concurrent = max_concurrent
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        active = context["ti"].get_dr_count(dag_id=self.training_dag_id, states=["queued", "running"])
+        room = self.max_concurrent - active
+        if room <= 0:
+            self.log.info("%d trainings running, the cap is %d: claiming nothing", active, self.max_concurrent)
+            return []
+        claimed = self.hook.claim_new_submissions(self.event_name, room)
+        self.log.info("Claimed %s", ", ".join(str(s["id"]) for s in claimed) or "nothing")
+        return [{"trigger_run_id": training_run_id(s["id"]), "conf": {"submission_id": s["id"]}} for s in claimed]
+
+
+def training_run_id(submission_id: int) -> str:
+    """The run id of a submission's training run: one run per submission, ever."""
+    return f"train_submission_{submission_id:09d}"

@@ -1,0 +1,113 @@
+"""
+The old backend's two commands, on Airflow.
+
+``ramp_aws_train config.yml --event=E --team=T --name=N [--instance-id=I]`` runs that
+submission's training DAG to the end in the foreground, with no separately started Airflow.
+``ramp_aws_train_loop config.yml`` keeps training the event's new submissions until
+interrupted, driven by Airflow's scheduler (started here unless one is running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from ramp_airflow.config import ConfigError, EventConfig, load_config
+
+DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
+
+
+def _load(parser: argparse.ArgumentParser, path: str) -> EventConfig:
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        parser.exit(2)
+
+
+def _airflow_environment(config: EventConfig) -> dict[str, str]:
+    """Point Airflow at our DAG file and at this one config; the caller's own settings win."""
+    env = dict(os.environ)
+    env["RAMP_AIRFLOW_CONFIG_DIR"] = config.path
+    env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(DAGS_FOLDER))
+    env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    # The API server and its UI are for this machine only unless the user says otherwise.
+    env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")
+    return env
+
+
+def _migrate(env: dict[str, str]) -> None:
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+
+
+def ramp_aws_train(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ramp_aws_train", description="Train one submission on EC2.")
+    parser.add_argument("config", help="the event's config.yml")
+    parser.add_argument("--event", required=True, help="the event name (must match ramp.event_name)")
+    parser.add_argument("--team", required=True, help="the submission's team")
+    parser.add_argument("--name", required=True, help="the submission's name")
+    parser.add_argument("--instance-id", help="train on this running instance and leave it running")
+    args = parser.parse_args(argv)
+    config = _load(parser, args.config)
+    if args.event != config.event_name:
+        parser.error(f"--event={args.event} does not match ramp.event_name ({config.event_name}) in {args.config}")
+
+    env = _airflow_environment(config)
+    _migrate(env)
+    os.environ.update(env)
+    # Airflow reads its settings when first imported: only now, with the environment set.
+    from ramp_airflow.dag_factory import event_dags, training_dag_id
+    from ramp_airflow.hooks.ramp_database import RampDatabaseHook
+
+    dag = event_dags(config.path)[training_dag_id(config.event_name)]
+    conf = {"team": args.team, "name": args.name, "instance_id": args.instance_id}
+    dag_run = dag.test(run_conf={k: v for k, v in conf.items() if v is not None})
+    database = RampDatabaseHook(postgres_conn_id=config.database.postgres_conn_id, database=config.database)
+    submission = database.find_submission(config.event_name, args.team, args.name)
+    print(
+        f"submission {submission['id']} ({args.team}/{args.name}) of {config.event_name}: {submission['state']} "
+        f"(Airflow run {dag_run.run_id}: {dag_run.state})"
+    )
+    return 0 if submission["state"] == "scored" else 1
+
+
+def ramp_aws_train_loop(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ramp_aws_train_loop", description="Train every new submission of an event.")
+    parser.add_argument("config", help="the event's config.yml")
+    args = parser.parse_args(argv)
+    config = _load(parser, args.config)
+    env = _airflow_environment(config)
+    _migrate(env)
+    from ramp_airflow.dag_factory import loop_dag_id
+
+    airflow = [sys.executable, "-m", "airflow"]
+    scheduler_running = (
+        subprocess.run([*airflow, "jobs", "check", "--job-type", "SchedulerJob"], env=env, capture_output=True).returncode
+        == 0
+    )
+    standalone = None
+    if not scheduler_running:
+        print("No Airflow scheduler is running: starting `airflow standalone` (API server on 127.0.0.1)")
+        standalone = subprocess.Popen([*airflow, "standalone"], env=env, start_new_session=True)
+    subprocess.run([*airflow, "dags", "reserialize"], env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*airflow, "dags", "unpause", loop_dag_id(config.event_name)], env=env, check=True)
+    print(f"Training new submissions of {config.event_name}; Ctrl-C to stop.")
+    try:
+        if standalone is None:
+            signal.pause()
+        return standalone.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if standalone is not None and standalone.poll() is None:
+            os.killpg(standalone.pid, signal.SIGTERM)
+            try:
+                standalone.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(standalone.pid, signal.SIGKILL)
+                standalone.wait()

@@ -1,0 +1,69 @@
+"""Wait, in the triggerer, until an event has new submissions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from ramp_airflow.config import load_config
+from ramp_airflow.hooks.ramp_database import RampDatabaseHook
+
+
+class NewSubmissionsTrigger(BaseTrigger):
+    """
+    Poll the RAMP database until the event has at least one submission ready to train.
+
+    :param event_name: the event.
+    :param postgres_conn_id: an Airflow Postgres connection to the RAMP database.
+    :param config_path: the event config whose ``sqlalchemy`` settings to use without a connection
+        id. A path rather than the settings, because trigger arguments are stored in Airflow's
+        database and the settings hold a password.
+    :param poll_interval: seconds between two looks.
+    :param wait_secs: after this long with nothing new, the event says so (status ``none``).
+    """
+
+    def __init__(
+        self,
+        event_name: str,
+        postgres_conn_id: str | None = None,
+        config_path: str | None = None,
+        poll_interval: float = 60,
+        wait_secs: float = 3600,
+    ):
+        super().__init__()
+        self.event_name = event_name
+        self.postgres_conn_id = postgres_conn_id
+        self.config_path = config_path
+        self.poll_interval = poll_interval
+        self.wait_secs = wait_secs
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "event_name": self.event_name,
+                "postgres_conn_id": self.postgres_conn_id,
+                "config_path": self.config_path,
+                "poll_interval": self.poll_interval,
+                "wait_secs": self.wait_secs,
+            },
+        )
+
+    async def run(self):
+        database = load_config(self.config_path).database if self.config_path else None
+        hook = RampDatabaseHook(postgres_conn_id=self.postgres_conn_id, database=database)
+        deadline = time.monotonic() + self.wait_secs
+        while True:
+            # The database driver blocks; a thread keeps the triggerer's event loop free.
+            waiting = await asyncio.to_thread(hook.new_submissions, self.event_name)
+            if waiting:
+                yield TriggerEvent({"status": "success", "count": len(waiting)})
+                return
+            if time.monotonic() + self.poll_interval > deadline:
+                yield TriggerEvent({"status": "none"})
+                return
+            self.log.info("No new submission for event %s", self.event_name)
+            await asyncio.sleep(self.poll_interval)

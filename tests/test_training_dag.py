@@ -1,0 +1,198 @@
+"""Full training runs of ramp_train_<event> through real Airflow (dag.test) on the bench."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from testbench.event_config import write_event_config
+
+# A hook command that appends the RAMP_AWS_* variables it sees to the file named by its argument.
+DUMP_HOOK_ENV = """\
+import json, os, sys
+with open(sys.argv[1], "a") as log:
+    print(json.dumps({k: v for k, v in os.environ.items() if k.startswith("RAMP_AWS_")}), file=log)
+"""
+
+
+@pytest.fixture
+def event(tmp_path, fresh_ramp_db, instance, ec2, airflow_home, monkeypatch):
+    """The bench event's config, its DAGs, and what the hooks saw."""
+    hook_log = tmp_path / "hooks.jsonl"
+    script = tmp_path / "dump_hook_env.py"
+    script.write_text(DUMP_HOOK_ENV)
+    dump_env = f"python3 {script} {hook_log}"
+    config = write_event_config(
+        tmp_path / "config.yml",
+        fresh_ramp_db,
+        instance,
+        ec2,
+        hooks={"start_training": dump_env, "after_sucessful_training": dump_env, "failed_training": [dump_env]},
+    )
+    monkeypatch.setenv("RAMP_AIRFLOW_CONFIG_DIR", str(config))
+    from ramp_airflow.dag_factory import event_dags
+
+    class Event:
+        db = fresh_ramp_db
+        dags = event_dags(config)
+        training = dags[f"ramp_train_{fresh_ramp_db.event}"]
+        loop = dags[f"ramp_train_loop_{fresh_ramp_db.event}"]
+        predictions = tmp_path / "predictions"
+        logs = tmp_path / "logs"
+
+        @staticmethod
+        def hooks() -> list[dict]:
+            return [json.loads(line) for line in hook_log.read_text().splitlines()] if hook_log.exists() else []
+
+        @staticmethod
+        def submission(submission_id: int) -> dict:
+            (row,) = fresh_ramp_db.query(
+                "SELECT state, error_msg, max_ram, queue_position FROM submissions WHERE id = %s", (submission_id,)
+            )
+            return dict(zip(("state", "error_msg", "max_ram", "queue_position"), row))
+
+    return Event
+
+
+def instances_of(ec2, submission_id: int) -> dict[str, str]:
+    """Instance id -> state of the backend's instances for one submission."""
+    found = {}
+    response = ec2.client().describe_instances(Filters=[{"Name": "tag:ramp-airflow:submission-id", "Values": [str(submission_id)]}])
+    for reservation in response["Reservations"]:
+        for inst in reservation["Instances"]:
+            found[inst["InstanceId"]] = inst["State"]["Name"]
+    return found
+
+
+def task_states(dag_run) -> dict[str, str]:
+    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+
+
+def test_good_submission_is_scored(event, ec2):
+    submission_id = event.db.submissions["random_forest"]
+    dag_run = event.training.test(run_conf={"submission_id": submission_id})
+
+    states = task_states(dag_run)
+    assert dag_run.state == "success", " ".join(f"{k}={v}" for k, v in sorted(states.items()))
+    assert event.submission(submission_id)["state"] == "scored"
+    assert event.submission(submission_id)["max_ram"] > 0
+    scores = event.db.query(
+        "SELECT f.valid_score FROM submission_score_on_cv_folds f JOIN submission_on_cv_folds c "
+        "ON c.id = f.submission_on_cv_fold_id WHERE c.submission_id = %s",
+        (submission_id,),
+    )
+    assert len(scores) == 2 * 3 and all(s is not None for (s,) in scores)
+    folder = f"submission_{submission_id:09d}"
+    assert (event.predictions / folder / "fold_0" / "y_pred_test.npz").exists()
+    assert (event.logs / folder / "log").exists() and (event.logs / folder / "mprof.dat").exists()
+    assert states["hook_failed_training"] == "skipped"
+    assert [h["RAMP_AWS_HOOK"] for h in event.hooks()] == ["start_training", "successful_training"]
+    assert event.hooks()[1] == {
+        "RAMP_AWS_SUBMISSION_ID": str(submission_id),
+        "RAMP_AWS_SUBMISSION_NAME": "random_forest",
+        "RAMP_AWS_EVENT": event.db.event,
+        "RAMP_AWS_TEAM": event.hooks()[1]["RAMP_AWS_TEAM"],
+        "RAMP_AWS_HOOK": "successful_training",
+        "RAMP_AWS_SUBMISSION_FOLDER": str(event.logs / folder),
+    }
+    # The instance this run launched is gone; attempt 2 never ran.
+    assert list(instances_of(ec2, submission_id).values()) == ["terminated"]
+    assert states["attempt_2.launch_instance"] == "skipped"
+
+
+def test_failing_submission_is_a_training_error_with_its_traceback(event, ec2):
+    submission_id = event.db.submissions["error_in_fit"]
+    dag_run = event.training.test(run_conf={"team": event.db.teams[0], "name": "error_in_fit"})
+
+    states = task_states(dag_run)
+    assert dag_run.state == "success", states
+    recorded = event.submission(submission_id)
+    assert recorded["state"] == "training_error"
+    assert recorded["error_msg"].startswith("Traceback") and "Error" in recorded["error_msg"].splitlines()[-1]
+    assert states["hook_successful_training"] == "skipped" and states["hook_failed_training"] == "success"
+    assert [h["RAMP_AWS_HOOK"] for h in event.hooks()] == ["start_training", "failed_training"]
+    assert list(instances_of(ec2, submission_id).values()) == ["terminated"]
+
+
+def test_existing_instance_is_used_and_left_running(event, ec2):
+    submission_id = event.db.submissions["random_forest"]
+    existing = ec2.launch()["InstanceId"]
+    dag_run = event.training.test(run_conf={"submission_id": submission_id, "instance_id": existing})
+
+    assert dag_run.state == "success", task_states(dag_run)
+    assert event.submission(submission_id)["state"] == "scored"
+    (reservation,) = ec2.client().describe_instances(InstanceIds=[existing])["Reservations"]
+    assert reservation["Instances"][0]["State"]["Name"] == "running"
+    assert instances_of(ec2, submission_id) == {}  # nothing was launched for it
+
+
+@pytest.mark.parametrize(
+    "conf, message",
+    [
+        ({"submission_id": 99999}, "99999"),
+        ({"team": "nobody", "name": "random_forest"}, "nobody"),
+        ({"submission_id": 3, "team": "test_user", "name": "random_forest"}, "not both"),
+        ({"submision_id": 3}, "conf.submision_id: unknown field"),
+    ],
+)
+def test_bad_conf_fails_at_the_first_task_and_changes_nothing(event, ec2, conf, message, caplog):
+    before = event.db.query("SELECT id, state FROM submissions ORDER BY id")
+    dag_run = event.training.test(run_conf=conf)
+
+    states = task_states(dag_run)
+    assert dag_run.state == "failed"
+    assert states["claim_submission"] == "failed"
+    assert all(state in ("upstream_failed", "skipped", None) for task, state in states.items() if task != "claim_submission")
+    assert message in caplog.text
+    assert event.db.query("SELECT id, state FROM submissions ORDER BY id") == before
+
+
+def test_sandbox_is_refused(event, ec2, caplog):
+    sandbox = event.db.sandbox_ids[0]
+    dag_run = event.training.test(run_conf={"submission_id": sandbox})
+    assert task_states(dag_run)["claim_submission"] == "failed"
+    assert "sandbox" in caplog.text
+    assert event.submission(sandbox)["state"] == "new"
+
+
+def test_lost_instance_is_replaced(event, ec2, instance):
+    """sshd goes away and EC2 terminates the instance mid-training: attempt 2 trains on a new one."""
+    submission_id = event.db.submissions["random_forest"]
+    failures = []
+
+    def lose_the_first_instance():
+        try:
+            wait_for(lambda: event.submission(submission_id)["state"] == "training", "training to start")
+            (first,) = instances_of(ec2, submission_id)
+            instance.stop()
+            ec2.client().terminate_instances(InstanceIds=[first])
+            wait_for(lambda: len(instances_of(ec2, submission_id)) == 2, "a second instance")
+        except Exception as err:  # reported by the test below
+            failures.append(err)
+        finally:
+            instance.start()
+
+    saboteur = threading.Thread(target=lose_the_first_instance)
+    saboteur.start()
+    try:
+        dag_run = event.training.test(run_conf={"submission_id": submission_id})
+    finally:
+        saboteur.join(timeout=120)
+    assert not failures, failures
+
+    states = task_states(dag_run)
+    assert dag_run.state == "success", states
+    assert states["attempt_1.fetch_results"] == "skipped" and states["attempt_2.fetch_results"] == "success"
+    assert event.submission(submission_id)["state"] == "scored"
+    assert sorted(instances_of(ec2, submission_id).values()) == ["terminated", "terminated"]
+
+
+def wait_for(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.1)
