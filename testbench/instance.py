@@ -26,7 +26,9 @@ from testbench._proc import free_port, stop_pid, tail, tcp_banner, wait_until
 USER = "ubuntu"
 RAMP_VENV_BIN = "/opt/ramp-airflow/ramp-venv/bin"
 KIT_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kit")
-KIT_REL = "ramp-kits/iris"  # relative to the user's home: the remote kit folder
+# Relative to the user's home: the remote kit folder. One per test process, so that runs sharing
+# this machine (and its one `ubuntu` user) never pull a kit away from each other mid-training.
+KIT_REL = f"ramp-kits/bench-{os.getpid()}/iris"
 MARK_BEGIN, MARK_END = "# >>> ramp-airflow bench >>>", "# <<< ramp-airflow bench <<<"
 PROFILE_BLOCK = f'{MARK_BEGIN}\nexport PATH="{RAMP_VENV_BIN}:$PATH"\n{MARK_END}\n'
 
@@ -153,28 +155,28 @@ def _keygen(path: str, comment: str) -> str:
         return f.read().strip()
 
 
-def _strip_profile_block(profile: str) -> None:
-    if not os.path.exists(profile):
+def _ensure_profile_block(profile: str, uid: int, gid: int) -> None:
+    """Put the RAMP venv on the login PATH, once: like an AMI's setup it is never taken away."""
+    text = open(profile).read() if os.path.exists(profile) else ""
+    if MARK_BEGIN in text:
         return
-    with open(profile) as f:
-        text = f.read()
-    while MARK_BEGIN in text and MARK_END in text:
-        head, rest = text.split(MARK_BEGIN, 1)
-        text = head + rest.split(MARK_END, 1)[1].lstrip("\n")
-    with open(profile, "w") as f:
-        f.write(text)
+    with open(profile, "a") as f:
+        f.write(PROFILE_BLOCK)
+    os.chown(profile, uid, gid)
 
 
 def install_kit(home: str, uid: int, gid: int) -> str:
-    """Copy the bench kit to ``home/ramp-kits/iris`` with data, owned by the user."""
+    """Copy the bench kit to ``home/KIT_REL`` with data, owned by the user."""
     kit = os.path.join(home, KIT_REL)
     shutil.rmtree(kit, ignore_errors=True)  # a leftover of a killed run
     shutil.copytree(KIT_SRC, kit, ignore=shutil.ignore_patterns(
         "data", "training_output", "__pycache__"))
     subprocess.run([f"{RAMP_VENV_BIN}/python", "prepare_data.py", kit], cwd=kit,
                    check=True)
-    for root in (os.path.dirname(kit), kit):
+    root = kit
+    while root != home:
         os.chown(root, uid, gid)
+        root = os.path.dirname(root)
     for root, dirs, files in os.walk(kit):
         for name in dirs + files:
             os.chown(os.path.join(root, name), uid, gid)
@@ -209,7 +211,6 @@ def running_instance(port: int | None = None):
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation
     profile = os.path.join(pw.pw_dir, ".profile")
     kits = os.path.join(pw.pw_dir, "ramp-kits")
-    kits_existed = os.path.isdir(kits)
     inst = None
     try:
         host_pub = _keygen(os.path.join(base, "host_ed25519"), "bench-host")
@@ -223,10 +224,7 @@ def running_instance(port: int | None = None):
         with open(known_hosts, "w") as f:
             f.write(kh_line + "\n")
         install_kit(pw.pw_dir, pw.pw_uid, pw.pw_gid)
-        _strip_profile_block(profile)
-        with open(profile, "a") as f:
-            f.write(PROFILE_BLOCK)
-        os.chown(profile, pw.pw_uid, pw.pw_gid)
+        _ensure_profile_block(profile, pw.pw_uid, pw.pw_gid)
         inst = SSHInstance(host="127.0.0.1", port=port, user=USER, home=pw.pw_dir,
                            key_path=os.path.join(base, "client_ed25519"),
                            public_key=client_pub, known_hosts=known_hosts,
@@ -237,8 +235,7 @@ def running_instance(port: int | None = None):
     finally:
         if inst is not None:
             inst.stop()
-        _strip_profile_block(profile)
-        shutil.rmtree(os.path.join(pw.pw_dir, KIT_REL), ignore_errors=True)
-        if not kits_existed:
-            shutil.rmtree(kits, ignore_errors=True)
+        shutil.rmtree(os.path.join(pw.pw_dir, os.path.dirname(KIT_REL)), ignore_errors=True)
+        with contextlib.suppress(OSError):  # only when no other run's kit is left in it
+            os.rmdir(kits)
         shutil.rmtree(base, ignore_errors=True)

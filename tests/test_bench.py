@@ -16,8 +16,9 @@ import pytest
 from testbench import netguard
 from testbench._proc import wait_until
 from testbench.ec2 import assert_loopback
+from testbench.instance import KIT_REL
 
-SUBMISSIONS_ON_INSTANCE = "ramp-kits/iris/submissions"
+SUBMISSIONS_ON_INSTANCE = f"{KIT_REL}/submissions"
 
 
 def test_seeded_ramp_database(ramp_db):
@@ -99,7 +100,7 @@ def _train(instance, host, folder, mprof=False):
     if mprof:
         out = f"submissions/{folder}/mprof.dat"
         ramp_test = ["mprof", "run", "--include-children", f"--output={out}"] + ramp_test
-    inner = f"cd {shlex.quote('ramp-kits/iris')} && {shlex.join(ramp_test)}"
+    inner = f"cd {shlex.quote(KIT_REL)} && {shlex.join(ramp_test)}"
     remote = shlex.join(["bash", "-lc", inner])
     return subprocess.run(_ssh(instance, host) + [remote], capture_output=True,
                           text=True, timeout=180)

@@ -6,7 +6,6 @@ import asyncio
 import csv
 import glob
 import os
-import pwd
 import shutil
 import subprocess
 import time
@@ -17,7 +16,7 @@ from ramp_airflow.operators.fetch import FetchResultsOperator
 from ramp_airflow.operators.train import RsyncTrainOperator
 from ramp_airflow.sensors.training import TrainingFinishedSensor
 from ramp_airflow.triggers.training import TrainingFinishedTrigger
-from testbench.instance import KIT_SRC, MARK_BEGIN, PROFILE_BLOCK
+from testbench.instance import KIT_SRC
 from testbench._proc import pid_alive, wait_until
 
 FOLDS = 2  # testbench/kit/problem.py
@@ -32,40 +31,8 @@ def get_estimator():
 _next_id = iter(range(4200, 5000))
 
 
-@pytest.fixture(scope="module")
-def kit(instance):
-    """
-    A copy of the bench kit that only this module uses: ``(remote_ramp_kit_folder, local path)``.
-
-    Written here, not in the bench: other sessions sharing this machine re-install the bench's
-    ``~/ramp-kits/iris`` when their own runs start and end, which would pull it away mid-training.
-    """
-    folder = f"ramp-airflow-test-training-{os.getpid()}"
-    root = os.path.join(instance.home, folder)
-    shutil.copytree(instance.kit_dir, os.path.join(root, "iris"), ignore=shutil.ignore_patterns("submission_*"))
-    user = pwd.getpwnam(instance.user)
-    for path, dirs, files in os.walk(root):
-        for name in [path, *(os.path.join(path, n) for n in dirs + files)]:
-            os.chown(name, user.pw_uid, user.pw_gid)
-    try:
-        yield f"~/{folder}/iris", os.path.join(root, "iris")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(autouse=True)
-def login_path(instance):
-    """Put the bench's PATH block back into ~/.profile if another session's teardown took it out."""
-    profile = os.path.join(instance.home, ".profile")
-    with open(profile) as f:
-        missing = MARK_BEGIN not in f.read()
-    if missing:
-        with open(profile, "a") as f:
-            f.write(PROFILE_BLOCK)
-
-
 @pytest.fixture
-def submission(tmp_path, kit):
+def submission(tmp_path, instance):
     """Copy a bench submission as ``submission_<id>``; return ``(id, submissions_path, remote_dir)``."""
 
     def make(name="random_forest", estimator=None, extra_files=()):
@@ -77,15 +44,14 @@ def submission(tmp_path, kit):
         for file_name in extra_files:
             (dest / file_name).write_text("x = 1\n")
         os.chmod(tmp_path, 0o755)
-        return sid, str(tmp_path / "submissions"), os.path.join(kit[1], "submissions", dest.name)
+        return sid, str(tmp_path / "submissions"), os.path.join(instance.kit_dir, "submissions", dest.name)
 
     return make
 
 
 def ssh_kwargs(instance):
-    kit_folder = f"~/ramp-airflow-test-training-{os.getpid()}/iris"  # the kit fixture's
     return {"ami_user_name": instance.user, "key_path": instance.key_path, "ssh_port": instance.port,
-            "address": instance.host, "remote_ramp_kit_folder": kit_folder}  # fmt: skip
+            "address": instance.host, "remote_ramp_kit_folder": instance.remote_kit_folder}  # fmt: skip
 
 
 def start(instance, sid, path, **kwargs):
