@@ -175,6 +175,10 @@ def load_config(path: str | os.PathLike) -> EventConfig:
         mark = getattr(err, "problem_mark", None)
         line = f"line {mark.line + 1}: " if mark is not None else ""
         reason = getattr(err, "problem", None) or str(err)
+        # YAML notices an unclosed bracket or quote lines later: say where it was opened too.
+        context, context_mark = getattr(err, "context", None), getattr(err, "context_mark", None)
+        if context and context_mark is not None:
+            reason += f" ({context} on line {context_mark.line + 1})"
         raise ConfigError([Problem(path, "", f"{line}YAML syntax error: {reason}")]) from None
     return _Validator(path).validate(raw)
 
@@ -339,7 +343,9 @@ class _Validator:
                 continue
             if isinstance(commands, str):
                 commands = [commands]
-            if not (isinstance(commands, list) and commands and all(isinstance(c, str) and c.strip() for c in commands)):
+            if not (
+                isinstance(commands, list) and commands and all(isinstance(c, str) and c.strip() for c in commands)
+            ):
                 self.fail(where, f"must be a command or a list of commands, not {commands!r}")
                 continue
             hooks[canonical] = tuple(commands)

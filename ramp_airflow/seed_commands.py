@@ -87,7 +87,9 @@ def ramp_aws_train_loop(argv: list[str] | None = None) -> int:
 
     airflow = [sys.executable, "-m", "airflow"]
     scheduler_running = (
-        subprocess.run([*airflow, "jobs", "check", "--job-type", "SchedulerJob"], env=env, capture_output=True).returncode
+        subprocess.run(
+            [*airflow, "jobs", "check", "--job-type", "SchedulerJob"], env=env, capture_output=True
+        ).returncode
         == 0
     )
     standalone = None

@@ -3,6 +3,7 @@
 Every service the bench starts is stopped by the PID it was given, with a
 bounded wait, never by name: a test run must not kill anything it did not start.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 10.0,
-             proc: subprocess.Popen | None = None) -> None:
+def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 10.0, proc: subprocess.Popen | None = None) -> None:
     """Send ``sig`` to ``pid``, wait (bounded) for it to exit, then SIGKILL."""
     if proc is not None and proc.poll() is not None:
         return

@@ -6,6 +6,7 @@ calls :func:`plan` at import time (it only picks a temp dir and a port and sets
 environment variables; nothing starts), and the ``airflow_home`` fixture later
 creates the database and runs ``airflow db migrate`` once.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,8 +42,7 @@ def plan(pg_user: str = "bench") -> AirflowPlan:
     """Choose paths/port/password and export Airflow's env vars (nothing runs)."""
     home = tempfile.mkdtemp(prefix="bench-airflow-")
     port, password = free_port(), secrets.token_hex(12)
-    conn = (f"postgresql+psycopg2://{pg_user}:{password}@127.0.0.1:{port}/"
-            f"{AIRFLOW_DB}")
+    conn = f"postgresql+psycopg2://{pg_user}:{password}@127.0.0.1:{port}/{AIRFLOW_DB}"
     env = {
         "AIRFLOW_HOME": home,
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": conn,
@@ -55,8 +55,7 @@ def plan(pg_user: str = "bench") -> AirflowPlan:
         "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
     }
     os.environ.update(env)
-    return AirflowPlan(home=home, pg_port=port, pg_password=password,
-                       sql_alchemy_conn=conn, env=env)
+    return AirflowPlan(home=home, pg_port=port, pg_password=password, sql_alchemy_conn=conn, env=env)
 
 
 def migrate(the_plan: AirflowPlan, cluster, timeout: float = 600) -> None:
@@ -64,7 +63,8 @@ def migrate(the_plan: AirflowPlan, cluster, timeout: float = 600) -> None:
     cluster.create_database(AIRFLOW_DB)
     airflow = os.path.join(os.path.dirname(sys.executable), "airflow")
     env = dict(os.environ, **the_plan.env)
-    proc = subprocess.run([airflow, "db", "migrate"], env=env, capture_output=True,
-                          text=True, timeout=timeout, cwd=the_plan.home)
+    proc = subprocess.run(
+        [airflow, "db", "migrate"], env=env, capture_output=True, text=True, timeout=timeout, cwd=the_plan.home
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{proc.stderr[-4000:]}")

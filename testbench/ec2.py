@@ -13,6 +13,7 @@ another account, to test that the AMI lookup filters by owner. Instance status
 checks can be held at ``initializing`` for a while (:meth:`MotoEC2.set_status_delay`)
 to exercise the provider's waits.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -48,9 +49,9 @@ def _status_wrapper(original):
         if self.state_code == 16 and delay > 0:
             age = (utcnow() - self.launch_time).total_seconds()
             if age < delay:
-                return {"Status": "initializing", "Details": [
-                    {"Name": "reachability", "Status": "initializing"}]}
+                return {"Status": "initializing", "Details": [{"Name": "reachability", "Status": "initializing"}]}
         return original.fget(self)
+
     return property(status)
 
 
@@ -60,8 +61,7 @@ def loopback_patches():
     from moto.ec2.models import elastic_network_interfaces as eni
     from moto.ec2.models.instances import Instance
 
-    saved = (eni.random_public_ip, eni.NetworkInterface.__init__,
-             Instance.instance_status, Instance.system_status)
+    saved = (eni.random_public_ip, eni.NetworkInterface.__init__, Instance.instance_status, Instance.system_status)
     original_init = saved[1]
 
     def init(self, *args, **kwargs):
@@ -77,8 +77,7 @@ def loopback_patches():
     try:
         yield
     finally:
-        (eni.random_public_ip, eni.NetworkInterface.__init__,
-         Instance.instance_status, Instance.system_status) = saved
+        (eni.random_public_ip, eni.NetworkInterface.__init__, Instance.instance_status, Instance.system_status) = saved
         set_status_delay(0)
 
 
@@ -103,23 +102,33 @@ class MotoEC2:
     def client(self, service: str = "ec2"):
         import boto3
 
-        return boto3.client(service, region_name=self.region,
-                            endpoint_url=self.endpoint_url,
-                            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"])
+        return boto3.client(
+            service,
+            region_name=self.region,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
+        )
 
     def airflow_connection(self) -> dict:
         """An Airflow ``aws`` connection (JSON form) pointing at moto."""
-        return {"conn_type": "aws", "login": self.env["AWS_ACCESS_KEY_ID"],
-                "password": self.env["AWS_SECRET_ACCESS_KEY"],
-                "extra": {"endpoint_url": self.endpoint_url,
-                          "region_name": self.region}}
+        return {
+            "conn_type": "aws",
+            "login": self.env["AWS_ACCESS_KEY_ID"],
+            "password": self.env["AWS_SECRET_ACCESS_KEY"],
+            "extra": {"endpoint_url": self.endpoint_url, "region_name": self.region},
+        }
 
     def launch(self, **kwargs) -> dict:
         """Run one instance of the bench AMI and return its description."""
-        params = dict(ImageId=self.ami_id, MinCount=1, MaxCount=1,
-                      InstanceType="t2.micro", KeyName=self.key_name,
-                      SecurityGroups=[self.security_group])
+        params = dict(
+            ImageId=self.ami_id,
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="t2.micro",
+            KeyName=self.key_name,
+            SecurityGroups=[self.security_group],
+        )
         params.update(kwargs)
         reservation = self.client().run_instances(**params)
         return reservation["Instances"][0]
@@ -133,7 +142,8 @@ class MotoEC2:
 def assert_loopback(address: str | None) -> None:
     """Fail loudly if an address EC2 reports is not loopback."""
     assert address and ipaddress.ip_address(address).is_loopback, (
-        f"moto reported a non-loopback address {address!r}: refusing to go on")
+        f"moto reported a non-loopback address {address!r}: refusing to go on"
+    )
 
 
 def _register(ec2: MotoEC2, public_key: str | None) -> tuple[str, str]:
@@ -145,16 +155,23 @@ def _register(ec2: MotoEC2, public_key: str | None) -> tuple[str, str]:
         client.import_key_pair(KeyName=KEY_NAME, PublicKeyMaterial=public_key.encode())
     else:
         client.create_key_pair(KeyName=KEY_NAME)
-    client.create_security_group(GroupName=SECURITY_GROUP,
-                                 Description="ramp-airflow bench")
-    own = client.register_image(Name=AMI_NAME, Description="bench kit AMI",
-                                Architecture="x86_64", RootDeviceName="/dev/sda1")
+    client.create_security_group(GroupName=SECURITY_GROUP, Description="ramp-airflow bench")
+    own = client.register_image(
+        Name=AMI_NAME, Description="bench kit AMI", Architecture="x86_64", RootDeviceName="/dev/sda1"
+    )
     backend = ec2.backend()
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     backend.amis[own["ImageId"]].creation_date = now - datetime.timedelta(days=30)
-    stranger = Ami(backend, random_ami_id(), name=AMI_NAME, public=True,
-                   owner_id=STRANGER_ACCOUNT, description="not ours",
-                   creation_date=now, architecture="x86_64")
+    stranger = Ami(
+        backend,
+        random_ami_id(),
+        name=AMI_NAME,
+        public=True,
+        owner_id=STRANGER_ACCOUNT,
+        description="not ours",
+        creation_date=now,
+        architecture="x86_64",
+    )
     backend.amis[stranger.id] = stranger
     return own["ImageId"], stranger.id
 
@@ -172,19 +189,30 @@ def running_ec2(public_key: str | None = None, port: int | None = None):
     port = port or free_port()
     home = tempfile.mkdtemp(prefix="bench-aws-")
     endpoint = f"http://{LOOPBACK}:{port}"
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
-           "AWS_REGION": REGION, "AWS_EC2_METADATA_DISABLED": "true",
-           "AWS_CONFIG_FILE": os.path.join(home, "config"),
-           "AWS_SHARED_CREDENTIALS_FILE": os.path.join(home, "credentials")}
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": os.path.join(home, "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": os.path.join(home, "credentials"),
+    }
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no per-request lines
     server = ThreadedMotoServer(ip_address=LOOPBACK, port=port, verbose=False)
     with loopback_patches():
         server.start()
         try:
-            ec2 = MotoEC2(endpoint_url=endpoint, port=port, env=env,
-                          account_id=DEFAULT_ACCOUNT_ID, region=REGION,
-                          ami_id="", stranger_ami_id="")
+            ec2 = MotoEC2(
+                endpoint_url=endpoint,
+                port=port,
+                env=env,
+                account_id=DEFAULT_ACCOUNT_ID,
+                region=REGION,
+                ami_id="",
+                stranger_ami_id="",
+            )
             ec2.ami_id, ec2.stranger_ami_id = _register(ec2, public_key)
             probe = ec2.launch()
             assert_loopback(probe.get("PublicIpAddress"))

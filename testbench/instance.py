@@ -10,6 +10,7 @@ Host and client keys are generated per run, and a ``known_hosts`` file is
 provided so clients verify the host key instead of accepting any. sshd runs in
 the foreground (``-D -e``) so the PID we hold is sshd's own.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,11 +64,27 @@ class SSHInstance:
 
     def ssh_argv(self) -> list[str]:
         """``ssh`` with the bench key and strict host key checking, no host."""
-        return ["ssh", "-F", "/dev/null", "-i", self.key_path, "-p", str(self.port),
-                "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-                "-o", f"UserKnownHostsFile={self.known_hosts}",
-                "-o", "GlobalKnownHostsFile=/dev/null",
-                "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10"]
+        return [
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-i",
+            self.key_path,
+            "-p",
+            str(self.port),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "ConnectTimeout=10",
+        ]
 
     def rsync_rsh(self) -> str:
         """The value for ``rsync -e`` (rsync splits it like a shell would)."""
@@ -77,32 +94,34 @@ class SSHInstance:
     def destination(self) -> str:
         return f"{self.user}@{self.host}"
 
-    def run(self, argv: list[str], cwd: str | None = KIT_REL, login: bool = True,
-            timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    def run(
+        self, argv: list[str], cwd: str | None = KIT_REL, login: bool = True, timeout: float = 120, **kwargs
+    ) -> subprocess.CompletedProcess:
         """Run ``argv`` on the instance through a login shell, in ``cwd``."""
         inner = shlex.join(argv)
         if cwd:
             inner = f"cd {shlex.quote(cwd)} && {inner}"
         remote = shlex.join(["bash", "-lc", inner]) if login else inner
-        return subprocess.run(self.ssh_argv() + [self.destination, remote],
-                              capture_output=True, text=True, timeout=timeout,
-                              **kwargs)
+        return subprocess.run(
+            self.ssh_argv() + [self.destination, remote], capture_output=True, text=True, timeout=timeout, **kwargs
+        )
 
     def start(self, timeout: float = 15.0) -> None:
         log = open(os.path.join(self.base_dir, "sshd.log"), "a")
         with log:
             self.proc = subprocess.Popen(
                 ["/usr/sbin/sshd", "-D", "-e", "-f", self.config],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         try:
-            wait_until(lambda: self.proc.poll() is not None
-                       or tcp_banner(self.port, b"SSH-"), timeout, "sshd banner")
+            wait_until(lambda: self.proc.poll() is not None or tcp_banner(self.port, b"SSH-"), timeout, "sshd banner")
         except TimeoutError:
             self.stop()
             raise RuntimeError(f"sshd not ready:\n{self.log_tail()}") from None
         if self.proc.poll() is not None:
-            raise RuntimeError(f"sshd exited {self.proc.returncode}:\n"
-                               f"{self.log_tail()}")
+            raise RuntimeError(f"sshd exited {self.proc.returncode}:\n{self.log_tail()}")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -149,8 +168,9 @@ def children_of(pid: int) -> list[int]:
 
 
 def _keygen(path: str, comment: str) -> str:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment,
-                    "-f", path], check=True, stdin=subprocess.DEVNULL)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", path], check=True, stdin=subprocess.DEVNULL
+    )
     with open(path + ".pub") as f:
         return f.read().strip()
 
@@ -169,10 +189,8 @@ def install_kit(home: str, uid: int, gid: int) -> str:
     """Copy the bench kit to ``home/KIT_REL`` with data, owned by the user."""
     kit = os.path.join(home, KIT_REL)
     shutil.rmtree(kit, ignore_errors=True)  # a leftover of a killed run
-    shutil.copytree(KIT_SRC, kit, ignore=shutil.ignore_patterns(
-        "data", "training_output", "__pycache__"))
-    subprocess.run([f"{RAMP_VENV_BIN}/python", "prepare_data.py", kit], cwd=kit,
-                   check=True)
+    shutil.copytree(KIT_SRC, kit, ignore=shutil.ignore_patterns("data", "training_output", "__pycache__"))
+    subprocess.run([f"{RAMP_VENV_BIN}/python", "prepare_data.py", kit], cwd=kit, check=True)
     root = kit
     while root != home:
         os.chown(root, uid, gid)
@@ -185,17 +203,28 @@ def install_kit(home: str, uid: int, gid: int) -> str:
 
 def _write_config(base: str, port: int) -> str:
     config = os.path.join(base, "sshd_config")
-    lines = [f"Port {port}", "ListenAddress 127.0.0.1",
-             f"HostKey {base}/host_ed25519", f"PidFile {base}/sshd.pid",
-             f"AuthorizedKeysFile {base}/authorized_keys", "StrictModes no",
-             "PubkeyAuthentication yes", "PasswordAuthentication no",
-             "KbdInteractiveAuthentication no",
-             # PAM: the AMI-like user has a locked password ("!"), which
-             # sshd rejects without PAM even for key logins.
-             "UsePAM yes",
-             f"AllowUsers {USER}", "PermitRootLogin no", "X11Forwarding no",
-             "PrintMotd no", "MaxStartups 50:30:100", "MaxSessions 50",
-             "Subsystem sftp internal-sftp", "LogLevel VERBOSE"]
+    lines = [
+        f"Port {port}",
+        "ListenAddress 127.0.0.1",
+        f"HostKey {base}/host_ed25519",
+        f"PidFile {base}/sshd.pid",
+        f"AuthorizedKeysFile {base}/authorized_keys",
+        "StrictModes no",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        # PAM: the AMI-like user has a locked password ("!"), which
+        # sshd rejects without PAM even for key logins.
+        "UsePAM yes",
+        f"AllowUsers {USER}",
+        "PermitRootLogin no",
+        "X11Forwarding no",
+        "PrintMotd no",
+        "MaxStartups 50:30:100",
+        "MaxSessions 50",
+        "Subsystem sftp internal-sftp",
+        "LogLevel VERBOSE",
+    ]
     with open(config, "w") as f:
         f.write("\n".join(lines) + "\n")
     return config
@@ -225,11 +254,18 @@ def running_instance(port: int | None = None):
             f.write(kh_line + "\n")
         install_kit(pw.pw_dir, pw.pw_uid, pw.pw_gid)
         _ensure_profile_block(profile, pw.pw_uid, pw.pw_gid)
-        inst = SSHInstance(host="127.0.0.1", port=port, user=USER, home=pw.pw_dir,
-                           key_path=os.path.join(base, "client_ed25519"),
-                           public_key=client_pub, known_hosts=known_hosts,
-                           known_hosts_line=kh_line, base_dir=base,
-                           config=_write_config(base, port))
+        inst = SSHInstance(
+            host="127.0.0.1",
+            port=port,
+            user=USER,
+            home=pw.pw_dir,
+            key_path=os.path.join(base, "client_ed25519"),
+            public_key=client_pub,
+            known_hosts=known_hosts,
+            known_hosts_line=kh_line,
+            base_dir=base,
+            config=_write_config(base, port),
+        )
         inst.start()
         yield inst
     finally:

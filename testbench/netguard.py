@@ -9,6 +9,7 @@ than resolved. Violations are also recorded, so a test that swallows the
 exception still fails. Subprocesses (ssh, rsync) are not covered here: running
 the suite under ``unshare -n`` covers them.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -7,6 +7,7 @@ whether that SQL is right. The cluster lives in a temp dir owned by the
 127.0.0.1 with its unix socket inside the temp dir, and is stopped by the PID of
 the postmaster that we started ourselves (``postgres`` in the foreground).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,19 +41,22 @@ class PostgresCluster:
 
     def dsn(self, dbname: str = "postgres") -> str:
         """libpq key/value DSN, e.g. for ``psycopg2.connect``."""
-        return (f"host={self.host} port={self.port} user={self.user} "
-                f"password={self.password} dbname={dbname}")
+        return f"host={self.host} port={self.port} user={self.user} password={self.password} dbname={dbname}"
 
     def url(self, dbname: str = "postgres", driver: str = "postgresql") -> str:
         """SQLAlchemy URL; ``driver='postgresql+psycopg2'`` for Airflow."""
-        return (f"{driver}://{quote(self.user)}:{quote(self.password)}"
-                f"@{self.host}:{self.port}/{dbname}")
+        return f"{driver}://{quote(self.user)}:{quote(self.password)}@{self.host}:{self.port}/{dbname}"
 
     def sqlalchemy_config(self, dbname: str) -> dict:
         """The ``sqlalchemy`` section of a RAMP / seed config file."""
-        return {"drivername": "postgresql", "username": self.user,
-                "password": self.password, "host": self.host,
-                "port": self.port, "database": dbname}
+        return {
+            "drivername": "postgresql",
+            "username": self.user,
+            "password": self.password,
+            "host": self.host,
+            "port": self.port,
+            "database": dbname,
+        }
 
     def connect(self, dbname: str = "postgres", autocommit: bool = True):
         import psycopg2
@@ -76,24 +80,22 @@ class PostgresCluster:
         from psycopg2 import sql
 
         with contextlib.closing(self.connect()) as conn, conn.cursor() as cur:
-            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-                        .format(sql.Identifier(name)))
+            cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def _run_as_postgres(argv, **kwargs):
-    return subprocess.run(argv, user=SYSTEM_USER, group=SYSTEM_USER,
-                          check=True, capture_output=True, text=True, **kwargs)
+    return subprocess.run(
+        argv, user=SYSTEM_USER, group=SYSTEM_USER, check=True, capture_output=True, text=True, **kwargs
+    )
 
 
 def _ready(port: int, sock_dir: str) -> bool:
-    probe = subprocess.run([f"{PG_BIN}/pg_isready", "-q", "-h", sock_dir,
-                            "-p", str(port)], user=SYSTEM_USER)
+    probe = subprocess.run([f"{PG_BIN}/pg_isready", "-q", "-h", sock_dir, "-p", str(port)], user=SYSTEM_USER)
     return probe.returncode == 0
 
 
 @contextlib.contextmanager
-def running_postgres(port: int | None = None, password: str | None = None,
-                     timeout: float = 30.0):
+def running_postgres(port: int | None = None, password: str | None = None, timeout: float = 30.0):
     """Start a cluster, yield a :class:`PostgresCluster`, always stop it."""
     port = port or free_port()
     password = password or secrets.token_hex(12)
@@ -107,34 +109,79 @@ def running_postgres(port: int | None = None, password: str | None = None,
         with open(pwfile, "w") as f:
             f.write(password + "\n")
         os.chown(pwfile, pw.pw_uid, pw.pw_gid)
-        _run_as_postgres([f"{PG_BIN}/initdb", "-D", data, "-U", SYSTEM_USER,
-                          "--auth-local=peer", "--auth-host=scram-sha-256",
-                          "--pwfile", pwfile, "-E", "UTF8", "--no-sync"],
-                         cwd=base)
+        _run_as_postgres(
+            [
+                f"{PG_BIN}/initdb",
+                "-D",
+                data,
+                "-U",
+                SYSTEM_USER,
+                "--auth-local=peer",
+                "--auth-host=scram-sha-256",
+                "--pwfile",
+                pwfile,
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+            cwd=base,
+        )
         with open(log, "w") as logf:
             os.chown(log, pw.pw_uid, pw.pw_gid)
             proc = subprocess.Popen(
-                [f"{PG_BIN}/postgres", "-D", data, "-p", str(port),
-                 "-c", "listen_addresses=127.0.0.1",
-                 "-c", f"unix_socket_directories={base}",
-                 "-c", "fsync=off", "-c", "synchronous_commit=off",
-                 "-c", "full_page_writes=off", "-c", "max_connections=100"],
-                user=SYSTEM_USER, group=SYSTEM_USER, cwd=base,
-                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                [
+                    f"{PG_BIN}/postgres",
+                    "-D",
+                    data,
+                    "-p",
+                    str(port),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    f"unix_socket_directories={base}",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "synchronous_commit=off",
+                    "-c",
+                    "full_page_writes=off",
+                    "-c",
+                    "max_connections=100",
+                ],
+                user=SYSTEM_USER,
+                group=SYSTEM_USER,
+                cwd=base,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         try:
-            wait_until(lambda: proc.poll() is not None or _ready(port, base),
-                       timeout, "postgres to accept connections", 0.2)
+            wait_until(
+                lambda: proc.poll() is not None or _ready(port, base), timeout, "postgres to accept connections", 0.2
+            )
         except TimeoutError:
             raise RuntimeError(f"postgres not ready:\n{tail(log)}") from None
         if proc.poll() is not None:
             raise RuntimeError(f"postgres exited {proc.returncode}:\n{tail(log)}")
         _run_as_postgres(
-            [f"{PG_BIN}/psql", "-h", base, "-p", str(port), "-d", "postgres",
-             "-v", "ON_ERROR_STOP=1", "-v", f"pw={password}", "-q"],
+            [
+                f"{PG_BIN}/psql",
+                "-h",
+                base,
+                "-p",
+                str(port),
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-v",
+                f"pw={password}",
+                "-q",
+            ],
             cwd=base,
-            input=f"CREATE ROLE {ROLE} LOGIN SUPERUSER PASSWORD :'pw';\n")
-        yield PostgresCluster(host="127.0.0.1", port=port, user=ROLE,
-                              password=password, base_dir=base, pid=proc.pid)
+            input=f"CREATE ROLE {ROLE} LOGIN SUPERUSER PASSWORD :'pw';\n",
+        )
+        yield PostgresCluster(host="127.0.0.1", port=port, user=ROLE, password=password, base_dir=base, pid=proc.pid)
     finally:
         if proc is not None:
             # SIGINT = "fast shutdown": disconnect clients, stop at once.

@@ -7,6 +7,7 @@ bench seeds one *template* database per session and hands out cheap copies
 The copies share the template's ``path_ramp_submissions`` folder, which training
 only reads.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -87,9 +88,9 @@ class RampDatabase:
         self.cluster.drop_database(self.dbname)
 
 
-def seed_ramp_database(cluster: PostgresCluster, dbname: str = TEMPLATE_DB,
-                       work_dir: str | None = None,
-                       timeout: float = 180.0) -> RampDatabase:
+def seed_ramp_database(
+    cluster: PostgresCluster, dbname: str = TEMPLATE_DB, work_dir: str | None = None, timeout: float = 180.0
+) -> RampDatabase:
     """Create ``dbname`` and fill it with the bench event (see ramp_seed.py).
 
     ``work_dir`` receives the platform's kit, data and submissions folders
@@ -97,17 +98,25 @@ def seed_ramp_database(cluster: PostgresCluster, dbname: str = TEMPLATE_DB,
     """
     work_dir = work_dir or tempfile.mkdtemp(prefix="bench-ramp-")
     cluster.create_database(dbname)
-    payload = {"sqlalchemy": cluster.sqlalchemy_config(dbname),
-               "kit_dir": KIT_DIR, "work_dir": work_dir}
-    env = {"PATH": "/opt/ramp-airflow/ramp-venv/bin:/usr/bin:/bin",
-           "HOME": work_dir, "PYTHONDONTWRITEBYTECODE": "1", "LANG": "C.UTF-8"}
+    payload = {"sqlalchemy": cluster.sqlalchemy_config(dbname), "kit_dir": KIT_DIR, "work_dir": work_dir}
+    env = {
+        "PATH": "/opt/ramp-airflow/ramp-venv/bin:/usr/bin:/bin",
+        "HOME": work_dir,
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "LANG": "C.UTF-8",
+    }
     # -I: isolated mode, so the script's own folder (which holds this
     # module, also named ramp_database) is not put on sys.path.
-    proc = subprocess.run([RAMP_PYTHON, "-I", SEED_SCRIPT], input=json.dumps(payload),
-                          capture_output=True, text=True, env=env,
-                          timeout=timeout, cwd=work_dir)
+    proc = subprocess.run(
+        [RAMP_PYTHON, "-I", SEED_SCRIPT],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=work_dir,
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"RAMP seeding failed ({proc.returncode}):\n"
-                           f"{proc.stderr[-4000:]}")
+        raise RuntimeError(f"RAMP seeding failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     return RampDatabase(cluster=cluster, dbname=dbname, **summary)

@@ -11,6 +11,7 @@ Input: a JSON object on stdin with ``sqlalchemy`` (the RAMP config section),
 hold the platform's kit, data and ``path_ramp_submissions``). Output: one JSON
 summary line on stdout.
 """
+
 import json
 import logging
 import os
@@ -33,11 +34,9 @@ def _platform_dirs(kit_src, work_dir):
     kit_dir = os.path.join(work_dir, "ramp-kits", PROBLEM)
     data_dir = os.path.join(work_dir, "ramp-data", PROBLEM)
     subs_dir = os.path.join(work_dir, "submissions")
-    shutil.copytree(kit_src, kit_dir, ignore=shutil.ignore_patterns(
-        "data", "training_output", "__pycache__"))
+    shutil.copytree(kit_src, kit_dir, ignore=shutil.ignore_patterns("data", "training_output", "__pycache__"))
     os.makedirs(data_dir)
-    subprocess.run([sys.executable, os.path.join(kit_dir, "prepare_data.py"),
-                    data_dir], check=True)
+    subprocess.run([sys.executable, os.path.join(kit_dir, "prepare_data.py"), data_dir], check=True)
     os.makedirs(subs_dir)
     return kit_dir, data_dir, subs_dir
 
@@ -58,12 +57,17 @@ def seed(db_config, kit_src, work_dir):
     with session_scope(db_config) as session:
         setup_files_extension_type(session)
         add_problem(session, PROBLEM, kit_dir, data_dir)
-        add_event(session, PROBLEM, EVENT, "Iris (ramp-airflow bench)", SANDBOX,
-                  subs_dir, is_public=True)
+        add_event(session, PROBLEM, EVENT, "Iris (ramp-airflow bench)", SANDBOX, subs_dir, is_public=True)
         for team in TEAMS:
-            add_user(session, name=team, password="test", lastname="Bench",
-                     firstname=team, email=f"{team}@example.invalid",
-                     access_level="user")
+            add_user(
+                session,
+                name=team,
+                password="test",
+                lastname="Bench",
+                firstname=team,
+                email=f"{team}@example.invalid",
+                access_level="user",
+            )
             approve_user(session, team)
             sign_up_team(session, EVENT, team)  # also submits the sandbox
         event = get_event(session, EVENT)
@@ -73,8 +77,7 @@ def seed(db_config, kit_src, work_dir):
         event.min_duration_between_submissions = 0
         session.commit()
         for team, name, src in SUBMISSIONS:
-            add_submission(session, EVENT, team, name,
-                           os.path.join(kit_dir, "submissions", src))
+            add_submission(session, EVENT, team, name, os.path.join(kit_dir, "submissions", src))
         event = get_event(session, EVENT)
         event.min_duration_between_submissions = min_duration
         session.commit()
@@ -90,8 +93,7 @@ def seed(db_config, kit_src, work_dir):
             "n_cv_folds": len(event.cv_folds),
             "submissions": {s.name: s.id for s in rows if s.name != SANDBOX},
             "sandbox_ids": [s.id for s in rows if s.name == SANDBOX],
-            "rows": [{"id": s.id, "name": s.name, "team": s.team.name,
-                      "state": s.state, "path": s.path} for s in rows],
+            "rows": [{"id": s.id, "name": s.name, "team": s.team.name, "state": s.state, "path": s.path} for s in rows],
         }
 
 

@@ -4,6 +4,7 @@ Everything is started on 127.0.0.1 by these fixtures and stopped by PID in
 their finalizers (see ``testbench/``). Airflow's environment is exported at
 import time, before any test module can import ``airflow``.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,8 +47,7 @@ def loopback_only(_loopback_only_session):
 @pytest.fixture(scope="session")
 def postgres():
     """The session's PostgreSQL cluster (:class:`testbench.postgres.PostgresCluster`)."""
-    with running_postgres(port=AIRFLOW_PLAN.pg_port,
-                          password=AIRFLOW_PLAN.pg_password) as cluster:
+    with running_postgres(port=AIRFLOW_PLAN.pg_port, password=AIRFLOW_PLAN.pg_password) as cluster:
         yield cluster
 
 

@@ -10,6 +10,7 @@ Runs in the RAMP virtualenv (/opt/ramp-airflow/ramp-venv/bin/python -I), where r
 - ``{"action": "read", "sqlalchemy": {...}, "submission_id": 1}`` returns what
   ramp-database's readers see: states, times, fold scores, bagged scores, max_ram, error_msg.
 """
+
 import json
 import logging
 import math
@@ -80,8 +81,9 @@ def read(session, args):
         # ramp-database's reader fails on the 0-d arrays of a submission never scored.
         "bagged_scores": _frame(tools.get_bagged_scores(session, sub_id)) if sub.state == "scored" else None,
         "cv_bags": bags,
-        "time_cv": [_plain(getattr(sub, f"{s}_time_cv_{m}")) for s in ("train", "valid", "test")
-                    for m in ("mean", "std")],
+        "time_cv": [
+            _plain(getattr(sub, f"{s}_time_cv_{m}")) for s in ("train", "valid", "test") for m in ("mean", "std")
+        ],
     }
 
 

@@ -4,6 +4,7 @@ These tests prove the bench is faithful before the provider is tested on it:
 the RAMP rows are what ramp-database writes, EC2 addresses are loopback, and the
 instance trains the kit with the real ``ramp-test`` through a login shell.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,10 +23,13 @@ SUBMISSIONS_ON_INSTANCE = f"{KIT_REL}/submissions"
 
 
 def test_seeded_ramp_database(ramp_db):
-    rows = ramp_db.query("SELECT s.id, s.name, s.state, t.name, e.ramp_sandbox_name "
-                         "FROM submissions s JOIN event_teams et ON s.event_team_id = et.id "
-                         "JOIN events e ON et.event_id = e.id JOIN teams t ON et.team_id = t.id "
-                         "WHERE e.name = %s ORDER BY s.id", (ramp_db.event,))
+    rows = ramp_db.query(
+        "SELECT s.id, s.name, s.state, t.name, e.ramp_sandbox_name "
+        "FROM submissions s JOIN event_teams et ON s.event_team_id = et.id "
+        "JOIN events e ON et.event_id = e.id JOIN teams t ON et.team_id = t.id "
+        "WHERE e.name = %s ORDER BY s.id",
+        (ramp_db.event,),
+    )
     assert {r[2] for r in rows} == {"new"}
     assert {r[4] for r in rows} == {"starting_kit"}
     by_name = {r[1]: r[0] for r in rows if r[1] != "starting_kit"}
@@ -35,10 +39,12 @@ def test_seeded_ramp_database(ramp_db):
     assert ramp_db.query("SELECT count(*) FROM cv_folds")[0][0] == 2 == ramp_db.n_cv_folds
     fold_states = ramp_db.query("SELECT DISTINCT state::text FROM submission_on_cv_folds")
     assert fold_states == [("new",)]
-    assert ramp_db.query("SELECT count(*) FROM information_schema.tables "
-                         "WHERE table_schema = 'public'")[0][0] == 26
-    assert [r[0] for r in ramp_db.query(
-        "SELECT name FROM event_score_types ORDER BY id")] == ["acc", "error", "bal_acc"]
+    assert ramp_db.query("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")[0][0] == 26
+    assert [r[0] for r in ramp_db.query("SELECT name FROM event_score_types ORDER BY id")] == [
+        "acc",
+        "error",
+        "bal_acc",
+    ]
     for sub_id, *_ in rows:
         folder = ramp_db.submission_folder(sub_id)
         assert os.path.basename(folder) == f"submission_{sub_id:09d}"
@@ -89,8 +95,9 @@ def _ssh(instance, host):
 
 
 def _rsync(instance, src, dst):
-    proc = subprocess.run(["rsync", "-a", "-e", instance.rsync_rsh(), src, dst],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["rsync", "-a", "-e", instance.rsync_rsh(), src, dst], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -102,8 +109,7 @@ def _train(instance, host, folder, mprof=False):
         ramp_test = ["mprof", "run", "--include-children", f"--output={out}"] + ramp_test
     inner = f"cd {shlex.quote(KIT_REL)} && {shlex.join(ramp_test)}"
     remote = shlex.join(["bash", "-lc", inner])
-    return subprocess.run(_ssh(instance, host) + [remote], capture_output=True,
-                          text=True, timeout=180)
+    return subprocess.run(_ssh(instance, host) + [remote], capture_output=True, text=True, timeout=180)
 
 
 def _upload_and_train(ramp_db, instance, host, name, tmp_path, mprof=False):
@@ -126,8 +132,7 @@ def test_train_kit_over_ssh_by_hand(ramp_db, instance, ec2, tmp_path):
     proc, local = _upload_and_train(ramp_db, instance, host, "random_forest", tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     for fold in ("fold_0", "fold_1"):
-        for name in ("y_pred_train.npz", "y_pred_test.npz", "scores.csv",
-                     "train_time", "valid_time", "test_time"):
+        for name in ("y_pred_train.npz", "y_pred_test.npz", "scores.csv", "train_time", "valid_time", "test_time"):
             assert (local / "training_output" / fold / name).is_file(), (fold, name)
         assert not (local / "training_output" / fold / "error.txt").exists()
         header = (local / "training_output" / fold / "scores.csv").read_text().split()[0]
@@ -145,8 +150,7 @@ def test_failing_submission_writes_error_txt(ramp_db, instance, ec2, tmp_path):
 
 def test_mprof_records_memory(ramp_db, instance, ec2, tmp_path):
     host = ec2.launch()["PublicIpAddress"]
-    proc, local = _upload_and_train(ramp_db, instance, host, "x;touch PWNED$(id)",
-                                    tmp_path, mprof=True)
+    proc, local = _upload_and_train(ramp_db, instance, host, "x;touch PWNED$(id)", tmp_path, mprof=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     lines = (local / "mprof.dat").read_text().splitlines()
     assert lines[0].startswith("CMDLINE")
@@ -164,8 +168,9 @@ def test_sshd_restart_keeps_port_and_keys(instance):
 
 
 def test_sshd_restart_drops_open_connections(instance):
-    client = subprocess.Popen(_ssh(instance, instance.host) + ["sleep 60"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = subprocess.Popen(
+        _ssh(instance, instance.host) + ["sleep 60"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         wait_until(instance.session_pids, 10, "the ssh session to open")
         instance.restart()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
 
 import pytest
@@ -39,8 +38,9 @@ def seed_config(key_file, **aws_overrides) -> str:
     }
     aws.update(aws_overrides)
     lines = "\n".join(f"    {k} : {v}" for k, v in aws.items() if v is not None)
-    return textwrap.dedent(
-        """\
+    return (
+        textwrap.dedent(
+            """\
         sqlalchemy:
             drivername: postgresql
             username: username
@@ -52,7 +52,10 @@ def seed_config(key_file, **aws_overrides) -> str:
             event_name : iris
         aws:
         """
-    ) + lines + "\n"
+        )
+        + lines
+        + "\n"
+    )
 
 
 def write(tmp_path, text, name="config.yml"):
@@ -78,9 +81,7 @@ def test_seed_example_loads_with_defaults_and_alias(tmp_path, key_file):
     assert config.aws.training_command == ("ramp-test",)
     # Relative local folders are relative to the config file, not to whatever the worker's cwd is.
     assert config.aws.local_predictions_folder == str(tmp_path / "predictions")
-    assert config.hooks == {
-        "successful_training": ("cd /mnt/ramp_data/frontend;fab update_leaderboards:e=iris",)
-    }
+    assert config.hooks == {"successful_training": ("cd /mnt/ramp_data/frontend;fab update_leaderboards:e=iris",)}
     assert config.database.host == "localhost" and config.database.port == 5432
     assert "secret" not in repr(config)
 
@@ -155,11 +156,15 @@ def test_each_mistake_names_its_field(tmp_path, key_file, override, expected):
 def test_key_readable_by_others_is_refused(tmp_path, key_file):
     key_file.chmod(0o644)
     problems = problems_of(write(tmp_path, seed_config(key_file)))
-    assert problems == [f"{tmp_path}/config.yml: aws.key_path: {key_file} can be read by other users (mode 0644); run chmod 600 on it"]
+    assert problems == [
+        f"{tmp_path}/config.yml: aws.key_path: {key_file} can be read by other users (mode 0644); run chmod 600 on it"
+    ]
 
 
 def test_all_problems_reported_at_once(tmp_path, key_file):
-    text = seed_config(key_file, instance_type=None, memory_profiling="1").replace("event_name : iris", "event_nam: iris")
+    text = seed_config(key_file, instance_type=None, memory_profiling="1").replace(
+        "event_name : iris", "event_nam: iris"
+    )
     problems = problems_of(write(tmp_path, text))
     fields = sorted(p.split(": ")[1] for p in problems)
     assert fields == ["aws.instance_type", "aws.memory_profiling", "ramp.event_nam", "ramp.event_name"]
@@ -173,10 +178,12 @@ def test_missing_section_and_bad_event_name(tmp_path):
 
 def test_yaml_syntax_error_names_the_line(tmp_path, key_file):
     text = seed_config(key_file).replace("instance_type : t2.micro", "instance_type : [t2.micro")
-    problems = problems_of(write(tmp_path, text))
-    assert len(problems) == 1 and "YAML syntax error" in problems[0]
-    line = next(i for i, l in enumerate(text.splitlines(), 1) if "[t2.micro" in l)
-    assert f"line {line}:" in problems[0] or f"line {line + 1}:" in problems[0]
+    path = write(tmp_path, text)
+    opened = next(number for number, line in enumerate(text.splitlines(), 1) if "[t2.micro" in line)
+    assert problems_of(path) == [
+        f"{path}: line {opened + 1}: YAML syntax error: did not find expected ',' or ']' "
+        f"(while parsing a flow sequence on line {opened})"
+    ]
 
 
 def test_check_config_command(tmp_path, key_file, capsys):

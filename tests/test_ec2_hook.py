@@ -23,8 +23,14 @@ def minutes_ago(minutes: float) -> datetime.datetime:
 
 def launch_args(ec2, **overrides) -> dict:
     args = dict(
-        image_id=ec2.ami_id, instance_type="t2.micro", key_name=ec2.key_name, security_group=ec2.security_group,
-        event_name="iris", submission_id=42, dag_id="ramp_iris_train", run_id=f"manual__{uuid.uuid4()}",
+        image_id=ec2.ami_id,
+        instance_type="t2.micro",
+        key_name=ec2.key_name,
+        security_group=ec2.security_group,
+        event_name="iris",
+        submission_id=42,
+        dag_id="ramp_iris_train",
+        run_id=f"manual__{uuid.uuid4()}",
         task_id="attempt_1.launch_instance",
     )
     args.update(overrides)
@@ -32,8 +38,10 @@ def launch_args(ec2, **overrides) -> dict:
 
 
 def live_instances(ec2, run_id: str) -> list[dict]:
-    filters = [{"Name": f"tag:{ec2_tags.RUN_ID}", "Values": [run_id]},
-               {"Name": "instance-state-name", "Values": list(ec2_tags.LIVE_STATES)}]
+    filters = [
+        {"Name": f"tag:{ec2_tags.RUN_ID}", "Values": [run_id]},
+        {"Name": "instance-state-name", "Values": list(ec2_tags.LIVE_STATES)},
+    ]
     pages = ec2.client().describe_instances(Filters=filters)["Reservations"]
     return [inst for r in pages for inst in r["Instances"]]
 
@@ -66,9 +74,13 @@ def refuse_run_instances(ec2, monkeypatch):
 def test_tags_name_every_fact_of_the_run():
     tags = ec2_tags.instance_tags("iris", 42, "ramp_iris_train", "manual__1", "attempt_1.launch")
     assert tags == {
-        "ramp-airflow": "true", "ramp-airflow:event": "iris", "ramp-airflow:submission-id": "42",
-        "ramp-airflow:submission-folder": "submission_000000042", "ramp-airflow:dag-id": "ramp_iris_train",
-        "ramp-airflow:run-id": "manual__1", "ramp-airflow:task-id": "attempt_1.launch",
+        "ramp-airflow": "true",
+        "ramp-airflow:event": "iris",
+        "ramp-airflow:submission-id": "42",
+        "ramp-airflow:submission-folder": "submission_000000042",
+        "ramp-airflow:dag-id": "ramp_iris_train",
+        "ramp-airflow:run-id": "manual__1",
+        "ramp-airflow:task-id": "attempt_1.launch",
         "Name": "ramp-iris-submission_000000042",
     }
     assert ec2_tags.launched_by(tags, "ramp_iris_train", "manual__1")
@@ -101,8 +113,11 @@ def test_client_token_is_stable_per_run_and_request_kind():
     ],
 )
 def test_readiness(state, instance, system, verdict):
-    status = {"InstanceState": {"Name": state}, "InstanceStatus": {"Status": instance},
-              "SystemStatus": {"Status": system}}
+    status = {
+        "InstanceState": {"Name": state},
+        "InstanceStatus": {"Status": instance},
+        "SystemStatus": {"Status": system},
+    }
     got, description = ec2_lifecycle.readiness(status)
     assert got == verdict and state in description
     assert ec2_lifecycle.readiness(None)[0] == ec2_lifecycle.GONE
@@ -187,7 +202,8 @@ def test_launch_tags_the_instance_and_a_retry_reuses_it(ec2):
     assert [i["InstanceId"] for i in live_instances(ec2, args["run_id"])] == [instance_id]
     instance = hook.describe_instance(instance_id)
     assert ec2_tags.tags_of(instance) == ec2_tags.instance_tags(
-        "iris", 42, "ramp_iris_train", args["run_id"], "attempt_1.launch_instance")
+        "iris", 42, "ramp_iris_train", args["run_id"], "attempt_1.launch_instance"
+    )
     assert instance["InstanceType"] == "t2.micro" and instance["KeyName"] == ec2.key_name
     assert instance["ImageId"] == ec2.ami_id
     assert [g["GroupName"] for g in instance["SecurityGroups"]] == [ec2.security_group]

@@ -20,7 +20,7 @@ from airflow.providers.common.compat.sdk import (
 from airflow.sdk import DAG
 
 from ramp_airflow.hooks.ec2 import RampEc2Hook
-from ramp_airflow.operators.ec2 import LaunchInstanceOperator, SweepOrphanInstancesOperator, TerminateInstanceOperator
+from ramp_airflow.operators.ec2 import LaunchInstanceOperator, TerminateInstanceOperator
 from ramp_airflow.sensors.ec2 import InstanceReadySensor
 from ramp_airflow.triggers.ec2 import InstanceReadyTrigger
 from ramp_airflow.utils import ec2_tags
@@ -40,17 +40,25 @@ def dag():
 
 
 def launch_operator(ec2, **kwargs) -> LaunchInstanceOperator:
-    params = dict(task_id=f"launch_{uuid.uuid4().hex[:6]}", submission_id=42, event_name="iris",
-                  instance_type="t2.micro", key_name=ec2.key_name, security_group=ec2.security_group,
-                  ami_image_name=ec2.ami_name)
+    params = dict(
+        task_id=f"launch_{uuid.uuid4().hex[:6]}",
+        submission_id=42,
+        event_name="iris",
+        instance_type="t2.micro",
+        key_name=ec2.key_name,
+        security_group=ec2.security_group,
+        ami_image_name=ec2.ami_name,
+    )
     params.update(kwargs)
     return LaunchInstanceOperator(**params)
 
 
 def live(ec2, run_id: str) -> list[str]:
     """The ids of the live instances tagged with ``run_id``."""
-    filters = [{"Name": f"tag:{ec2_tags.RUN_ID}", "Values": [run_id]},
-               {"Name": "instance-state-name", "Values": list(ec2_tags.LIVE_STATES)}]
+    filters = [
+        {"Name": f"tag:{ec2_tags.RUN_ID}", "Values": [run_id]},
+        {"Name": "instance-state-name", "Values": list(ec2_tags.LIVE_STATES)},
+    ]
     reservations = ec2.client().describe_instances(Filters=filters)["Reservations"]
     return [instance["InstanceId"] for r in reservations for instance in r["Instances"]]
 
@@ -130,8 +138,9 @@ def test_ready_sensor_fails_loudly_when_the_instance_goes_away(ec2, dag, run_id)
     instance_id = launch_operator(ec2).execute({"run_id": run_id})
     ec2.set_status_delay(3600)
     try:
-        sensor = InstanceReadySensor(task_id="ready", instance_id=instance_id, poke_interval=0.1, timeout=60,
-                                     deferrable=False)
+        sensor = InstanceReadySensor(
+            task_id="ready", instance_id=instance_id, poke_interval=0.1, timeout=60, deferrable=False
+        )
         assert sensor.poke({}) is False
         RampEc2Hook().terminate_instance(instance_id)  # e.g. a reclaimed spot instance
         with pytest.raises(AirflowException, match=f"Instance {instance_id} stopped or disappeared .*terminated"):
@@ -226,12 +235,19 @@ def test_dags(ec2, airflow_home, tmp_path, monkeypatch):
 
     suffix, event = uuid.uuid4().hex[:8], f"sweep-{uuid.uuid4().hex[:8]}"
     path = tmp_path / "ramp_ec2_test_dags.py"
-    path.write_text(DAG_FILE.format(suffix=suffix, event=event, key_name=ec2.key_name,
-                                    security_group=ec2.security_group, ami_name=ec2.ami_name))
+    path.write_text(
+        DAG_FILE.format(
+            suffix=suffix, event=event, key_name=ec2.key_name, security_group=ec2.security_group, ami_name=ec2.ami_name
+        )
+    )
     bundles = json.loads(conf.get("dag_processor", "dag_bundle_config_list"))
-    bundles.append({"name": f"ramp-ec2-tests-{suffix}",
-                    "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
-                    "kwargs": {"path": str(tmp_path)}})
+    bundles.append(
+        {
+            "name": f"ramp-ec2-tests-{suffix}",
+            "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+            "kwargs": {"path": str(tmp_path)},
+        }
+    )
     monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", json.dumps(bundles))
     spec = importlib.util.spec_from_file_location(f"ramp_ec2_test_dags_{suffix}", path)
     module = importlib.util.module_from_spec(spec)
@@ -276,8 +292,9 @@ def test_a_launch_failing_after_creating_terminates_it(ec2, dag, run_id, monkeyp
     fail_right_after_creating(monkeypatch)
     with pytest.raises(AirflowTaskTimeout):
         launch_operator(ec2).execute({"run_id": run_id})
-    [instance] = ec2.client().describe_instances(
-        Filters=[{"Name": f"tag:{ec2_tags.RUN_ID}", "Values": [run_id]}])["Reservations"][0]["Instances"]
+    [instance] = ec2.client().describe_instances(Filters=[{"Name": f"tag:{ec2_tags.RUN_ID}", "Values": [run_id]}])[
+        "Reservations"
+    ][0]["Instances"]
     assert instance["State"]["Name"] == "terminated"
 
 
@@ -312,9 +329,17 @@ def test_sweep_in_real_dag_runs(ec2, test_dags):
     sweep_dag_id, sweep_run_id = test_dags.sweep_dag.dag_id, f"manual__{when.isoformat()}"
 
     def launch(dag_id: str, run_id: str, minutes_old: float) -> str:
-        instance_id = hook.launch_instance(image_id=ec2.ami_id, instance_type="t2.micro", key_name=ec2.key_name,
-                                           security_group=ec2.security_group, event_name=event, submission_id=7,
-                                           dag_id=dag_id, run_id=run_id, task_id="launch")
+        instance_id = hook.launch_instance(
+            image_id=ec2.ami_id,
+            instance_type="t2.micro",
+            key_name=ec2.key_name,
+            security_group=ec2.security_group,
+            event_name=event,
+            submission_id=7,
+            dag_id=dag_id,
+            run_id=run_id,
+            task_id="launch",
+        )
         age(ec2, instance_id, minutes_old)
         return instance_id
 
@@ -322,8 +347,10 @@ def test_sweep_in_real_dag_runs(ec2, test_dags):
     unknown = launch("ramp_deleted_dag", "manual__long_ago", 30)
     running = launch(sweep_dag_id, sweep_run_id, 30)  # the sweep's own run: still running
     young = launch("ramp_deleted_dag", "manual__just_now", 1)
-    untagged_tags = [{"Key": ec2_tags.BACKEND, "Value": ec2_tags.BACKEND_VALUE},
-                     {"Key": ec2_tags.EVENT, "Value": event}]
+    untagged_tags = [
+        {"Key": ec2_tags.BACKEND, "Value": ec2_tags.BACKEND_VALUE},
+        {"Key": ec2_tags.EVENT, "Value": event},
+    ]
     untagged = ec2.launch(TagSpecifications=[{"ResourceType": "instance", "Tags": untagged_tags}])["InstanceId"]
     age(ec2, untagged, 30)
     stranger = ec2.launch()["InstanceId"]
@@ -332,11 +359,20 @@ def test_sweep_in_real_dag_runs(ec2, test_dags):
     run = test_dags.sweep_dag.test(run_after=when, logical_date=when)
     assert run.run_id == sweep_run_id and run.state == "success"
 
-    states = {name: state_of(ec2, instance_id) for name, instance_id in
-              dict(ended=ended, unknown=unknown, running=running, young=young, untagged=untagged,
-                   stranger=stranger).items()}
-    assert states == dict(ended="terminated", unknown="terminated", running="running", young="running",
-                          untagged="terminated", stranger="running")
+    states = {
+        name: state_of(ec2, instance_id)
+        for name, instance_id in dict(
+            ended=ended, unknown=unknown, running=running, young=young, untagged=untagged, stranger=stranger
+        ).items()
+    }
+    assert states == dict(
+        ended="terminated",
+        unknown="terminated",
+        running="running",
+        young="running",
+        untagged="terminated",
+        stranger="running",
+    )
     for instance_id in (running, young, stranger):
         hook.terminate_instance(instance_id)
 

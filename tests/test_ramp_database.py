@@ -62,11 +62,15 @@ def _result(hook, db, sub_id, success=True) -> dict:
         "max_ram": 123.5,
         "folds": [
             {
-                "train_time": 1.5 + i, "valid_time": 0.25, "test_time": 0.125,
+                "train_time": 1.5 + i,
+                "valid_time": 0.25,
+                "test_time": 0.125,
                 "scores": {s: {name: 0.5 + i / 10 + j / 100 for j, name in enumerate(names)} for s in ramp_sql.STEPS},
             }
             for i in range(n)
-        ] if success else [],
+        ]
+        if success
+        else [],
         "bagged_scores": {s: {name: [0.6 + k / 10 for k in range(n)] for name in names} for s in ("valid", "test")},
     }
 
@@ -78,8 +82,13 @@ def test_reads(ramp_db):
     assert not any(s["sandbox"] for s in new) and {s["state"] for s in new} == {"new"}
     rf = hook.get_submission(ramp_db.submissions["random_forest"])
     assert rf == {
-        "id": ramp_db.submissions["random_forest"], "name": "random_forest", "team": "test_user",
-        "event": ramp_db.event, "state": "new", "path_ramp_submissions": ramp_db.submissions_dir, "sandbox": False,
+        "id": ramp_db.submissions["random_forest"],
+        "name": "random_forest",
+        "team": "test_user",
+        "event": ramp_db.event,
+        "state": "new",
+        "path_ramp_submissions": ramp_db.submissions_dir,
+        "sandbox": False,
     }
     assert hook.find_submission(ramp_db.event, "test_user_2", SHELL_NAME)["id"] == ramp_db.submissions[SHELL_NAME]
     assert hook.get_submission(ramp_db.sandbox_ids[0])["sandbox"] is True
@@ -119,7 +128,10 @@ def test_claim_submission(fresh_ramp_db):
     rf = db.submissions["random_forest"]
     claimed = hook.claim_submission(rf)
     assert claimed["state"] == states.SENT_TO_TRAINING and _state(db, rf)[:3] == (
-        states.SENT_TO_TRAINING, [states.SENT_TO_TRAINING] * db.n_cv_folds, 1)
+        states.SENT_TO_TRAINING,
+        [states.SENT_TO_TRAINING] * db.n_cv_folds,
+        1,
+    )
     assert hook.claim_submission(rf) == claimed
     with pytest.raises(states.StateTransitionError, match="sandbox"):
         hook.claim_submission(db.sandbox_ids[0])
@@ -220,8 +232,10 @@ def test_record_success_is_complete_and_idempotent(fresh_ramp_db):
     first = _snapshot(db, rf)
     assert _state(db, rf)[:2] == (states.SCORED, [states.SCORED] * db.n_cv_folds)
     assert db.query("SELECT max_ram, error_msg FROM submissions WHERE id = %s", (rf,)) == [(123.5, "")]
-    times = db.query("SELECT train_time, valid_time, test_time FROM submission_on_cv_folds WHERE submission_id = %s "
-                     "ORDER BY id", (rf,))
+    times = db.query(
+        "SELECT train_time, valid_time, test_time FROM submission_on_cv_folds WHERE submission_id = %s ORDER BY id",
+        (rf,),
+    )
     assert times == [(1.5 + i, 0.25, 0.125) for i in range(db.n_cv_folds)]
     assert len(first["fold_scores"]) == db.n_cv_folds * 3
     assert hook.record_results(rf, result) == states.SCORED
@@ -259,8 +273,10 @@ def test_failure_while_recording_leaves_everything_untouched(fresh_ramp_db, monk
     elif breakage == "numpy-like value":
         result["folds"][-1]["scores"]["test"]["acc"] = "0.9"
     else:
+
         def explode(*args):
             raise RuntimeError("injected after the fold rows were written")
+
         monkeypatch.setattr(ramp_sql, "write_bagged_scores", explode)
         error = RuntimeError
     before = _snapshot(db, rf)

@@ -51,8 +51,12 @@ def _ramp_env(home: str) -> dict:
 def _ramp_python(code_or_script: list[str], payload: dict | None, home: str) -> dict | str:
     # -I: neither tests/ nor the project shadows ramp-database's own modules.
     proc = subprocess.run(
-        [RAMP_PYTHON, "-I", *code_or_script], input=json.dumps(payload) if payload else "",
-        capture_output=True, text=True, env=_ramp_env(home), timeout=120,
+        [RAMP_PYTHON, "-I", *code_or_script],
+        input=json.dumps(payload) if payload else "",
+        capture_output=True,
+        text=True,
+        env=_ramp_env(home),
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -89,9 +93,21 @@ def _train(tmp_path, submission: str, sub_id: int) -> tuple[str, str]:
     log_dir.mkdir()
     with open(log_dir / layout.LOG_FILE, "w") as log:
         subprocess.run(
-            ["mprof", "run", "--include-children", f"--output={log_dir / layout.MPROF_FILE}",
-             "ramp-test", "--submission", submission, "--save-output"],
-            cwd=kit, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=300,
+            [
+                "mprof",
+                "run",
+                "--include-children",
+                f"--output={log_dir / layout.MPROF_FILE}",
+                "ramp-test",
+                "--submission",
+                submission,
+                "--save-output",
+            ],
+            cwd=kit,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=300,
         )
     return str(kit / "submissions" / submission / layout.TRAINING_OUTPUT), str(log_dir)
 
@@ -111,14 +127,28 @@ def test_recording_matches_ramp_database(ramp_template, tmp_path, submission):
         hook.set_training(sub_id)
         hook.record_results(sub_id, result)
 
-        _ramp_python([REFERENCE], {
-            "action": "record", "sqlalchemy": theirs.sqlalchemy_config, "submission_id": sub_id,
-            "training_output": output, "success": result["success"], "error_msg": result["error_msg"],
-            "max_ram": result["max_ram"],
-        }, str(tmp_path))
+        _ramp_python(
+            [REFERENCE],
+            {
+                "action": "record",
+                "sqlalchemy": theirs.sqlalchemy_config,
+                "submission_id": sub_id,
+                "training_output": output,
+                "success": result["success"],
+                "error_msg": result["error_msg"],
+                "max_ram": result["max_ram"],
+            },
+            str(tmp_path),
+        )
 
-        read = [_ramp_python([REFERENCE], {"action": "read", "sqlalchemy": db.sqlalchemy_config,
-                                           "submission_id": sub_id}, str(tmp_path)) for db in (ours, theirs)]
+        read = [
+            _ramp_python(
+                [REFERENCE],
+                {"action": "read", "sqlalchemy": db.sqlalchemy_config, "submission_id": sub_id},
+                str(tmp_path),
+            )
+            for db in (ours, theirs)
+        ]
         assert read[0].keys() == read[1].keys()
         for key in read[0]:
             if key in CSV_SCORE_KEYS:

@@ -28,9 +28,17 @@ def test_paths_are_relative_to_the_home_and_derive_from_the_id():
 def test_training_argv_appends_the_submission_and_wraps_mprof():
     assert rc.training_argv(42) == ["ramp-test", "--submission", "submission_000000042", "--save-output"]
     assert rc.training_argv(42, ("python", "-m", "rampwf"), memory_profiling=True) == [
-        "mprof", "run", "--include-children", "--output=submissions/submission_000000042/mprof.dat",
-        "python", "-m", "rampwf", "--submission", "submission_000000042", "--save-output",
-    ]  # fmt: skip
+        "mprof",
+        "run",
+        "--include-children",
+        "--output=submissions/submission_000000042/mprof.dat",
+        "python",
+        "-m",
+        "rampwf",
+        "--submission",
+        "submission_000000042",
+        "--save-output",
+    ]
 
 
 def test_start_command_locks_clears_and_detaches_in_a_login_shell():
@@ -40,14 +48,17 @@ def test_start_command_locks_clears_and_detaches_in_a_login_shell():
     assert lock < clear < spawn
     assert f"rm -rf -- {SUB}/training_output {SUB}/log {SUB}/mprof.dat {SUB}/training_job && mkdir" in script
     job = shlex.split(script[spawn:])[4]
-    assert f"(cd ramp-kits/iris && export PYTHONUNBUFFERED=1 && exec ramp-test --submission submission_000000042) < /dev/null >> {SUB}/log 2>&1" in job
+    assert (
+        f"(cd ramp-kits/iris && export PYTHONUNBUFFERED=1 && exec ramp-test --submission submission_000000042) < /dev/null >> {SUB}/log 2>&1"
+        in job
+    )
     assert f"mv -f {SUB}/training_job/exit_code.tmp {SUB}/training_job/exit_code" in job
     assert f'printf %s "$$" > {SUB}/training_job/pid.tmp' in job
 
 
 def test_argv_with_shell_metacharacters_stays_one_word():
     script = script_of(rc.start_command(KIT, 42, ["ramp-test", "$(touch PWNED)", "a'b"]))
-    job = shlex.split(script[script.index("setsid"):])[4]
+    job = shlex.split(script[script.index("setsid") :])[4]
     assert shlex.join(["ramp-test", "$(touch PWNED)", "a'b"]) in job
 
 

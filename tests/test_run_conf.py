@@ -14,7 +14,10 @@ from ramp_airflow.utils.run_conf import RunConfError, SubmissionRequest, parse_r
     [
         ({"submission_id": 42}, SubmissionRequest(42, None, None, None)),
         ({"team": "a;b", "name": "x$(id)"}, SubmissionRequest(None, "a;b", "x$(id)", None)),
-        ({"submission_id": 7, "instance_id": "i-0123456789abcdef0"}, SubmissionRequest(7, None, None, "i-0123456789abcdef0")),
+        (
+            {"submission_id": 7, "instance_id": "i-0123456789abcdef0"},
+            SubmissionRequest(7, None, None, "i-0123456789abcdef0"),
+        ),
         # The UI form sends every field, unset ones as null.
         ({"submission_id": 3, "team": None, "name": None, "instance_id": None}, SubmissionRequest(3, None, None, None)),
     ],
@@ -30,7 +33,10 @@ def test_good_confs(conf, expected):
         ({"submission_id": "42"}, "conf.submission_id must be a whole number, not '42'"),
         ({"submission_id": True}, "conf.submission_id must be a whole number"),
         ({"submission_id": 0}, "conf.submission_id must be positive"),
-        ({"submission_id": 4, "team": "t", "name": "n"}, "give either conf.submission_id, or conf.team and conf.name, not both"),
+        (
+            {"submission_id": 4, "team": "t", "name": "n"},
+            "give either conf.submission_id, or conf.team and conf.name, not both",
+        ),
         ({"team": "t"}, "conf.name is missing"),
         ({"name": "n"}, "conf.team is missing"),
         ({"team": 5, "name": "n"}, "conf.team must be a non-empty string"),

@@ -16,18 +16,18 @@ from ramp_airflow.operators.fetch import FetchResultsOperator
 from ramp_airflow.operators.train import RsyncTrainOperator
 from ramp_airflow.sensors.training import TrainingFinishedSensor
 from ramp_airflow.triggers.training import TrainingFinishedTrigger
-from testbench.instance import KIT_SRC
 from testbench._proc import pid_alive, wait_until
+from testbench.instance import KIT_SRC
 
 FOLDS = 2  # testbench/kit/problem.py
-SLOW_ESTIMATOR = '''import time
+SLOW_ESTIMATOR = """import time
 from sklearn.ensemble import RandomForestClassifier
 
 
 def get_estimator():
     time.sleep({secs})  # long enough to restart sshd or time out meanwhile
     return RandomForestClassifier(n_estimators=2, random_state=0)
-'''
+"""
 _next_id = iter(range(4200, 5000))
 
 
@@ -50,20 +50,27 @@ def submission(tmp_path, instance):
 
 
 def ssh_kwargs(instance):
-    return {"ami_user_name": instance.user, "key_path": instance.key_path, "ssh_port": instance.port,
-            "address": instance.host, "remote_ramp_kit_folder": instance.remote_kit_folder}  # fmt: skip
+    return {
+        "ami_user_name": instance.user,
+        "key_path": instance.key_path,
+        "ssh_port": instance.port,
+        "address": instance.host,
+        "remote_ramp_kit_folder": instance.remote_kit_folder,
+    }
 
 
 def start(instance, sid, path, **kwargs):
-    op = RsyncTrainOperator(task_id="train", submission_id=sid, ramp_submissions_path=path, **ssh_kwargs(instance),
-                            **kwargs)  # fmt: skip
+    op = RsyncTrainOperator(
+        task_id="train", submission_id=sid, ramp_submissions_path=path, **ssh_kwargs(instance), **kwargs
+    )
     return op.execute({})
 
 
 def watch(instance, sid, host_key, timeout=120, **kwargs):
     """Run the trigger as the triggerer would, bounded; return its single event's payload."""
-    trigger = TrainingFinishedTrigger(submission_id=sid, host_key=host_key, poll_interval=0.5, **ssh_kwargs(instance),
-                                      **kwargs)  # fmt: skip
+    trigger = TrainingFinishedTrigger(
+        submission_id=sid, host_key=host_key, poll_interval=0.5, **ssh_kwargs(instance), **kwargs
+    )
 
     async def first_event():
         async for event in trigger.run():
@@ -73,9 +80,15 @@ def watch(instance, sid, host_key, timeout=120, **kwargs):
 
 
 def fetch(instance, sid, host_key, tmp_path):
-    op = FetchResultsOperator(task_id="fetch", submission_id=sid, host_key=host_key, expected_folds=FOLDS,
-                              local_predictions_folder=str(tmp_path / "predictions"),
-                              local_log_folder=str(tmp_path / "logs"), **ssh_kwargs(instance))  # fmt: skip
+    op = FetchResultsOperator(
+        task_id="fetch",
+        submission_id=sid,
+        host_key=host_key,
+        expected_folds=FOLDS,
+        local_predictions_folder=str(tmp_path / "predictions"),
+        local_log_folder=str(tmp_path / "logs"),
+        **ssh_kwargs(instance),
+    )
     return op.execute({})
 
 
@@ -83,7 +96,10 @@ def test_good_submission_trains_and_parses_as_written(instance, submission, tmp_
     sid, path, remote = submission()
     started = start(instance, sid, path)
     assert started["host_key"].split() == instance.known_hosts_line.split()[1:]
-    assert watch(instance, sid, started["host_key"]) == {"status": "success", "result": {"outcome": "finished", "exit_code": 0}}
+    assert watch(instance, sid, started["host_key"]) == {
+        "status": "success",
+        "result": {"outcome": "finished", "exit_code": 0},
+    }
     result = fetch(instance, sid, started["host_key"], tmp_path)
     assert result["success"] is True and result["error_msg"] == "" and result["max_ram"] is None
     out = os.path.join(remote, "training_output")
@@ -145,8 +161,9 @@ def test_sshd_restart_during_training_is_survived(instance, submission, tmp_path
 def test_poke_mode_survives_sshd_down(instance, submission):
     sid, path, _ = submission(estimator=SLOW_ESTIMATOR.format(secs=3))
     started = start(instance, sid, path)
-    sensor = TrainingFinishedSensor(task_id="wait", submission_id=sid, host_key=started["host_key"], deferrable=False,
-                                    **ssh_kwargs(instance))  # fmt: skip
+    sensor = TrainingFinishedSensor(
+        task_id="wait", submission_id=sid, host_key=started["host_key"], deferrable=False, **ssh_kwargs(instance)
+    )
     instance.stop()
     try:
         assert sensor.poke({}).is_done is False  # a dropped connection is not a failure
@@ -201,9 +218,12 @@ def test_shell_metacharacters_change_nothing_on_the_instance(instance, submissio
     assert watch(instance, sid, started["host_key"])["result"]["outcome"] == "finished"
     assert fetch(instance, sid, started["host_key"], tmp_path)["success"] is True
     assert set(nasty) <= set(os.listdir(remote))  # uploaded as plain files
-    found = [p for root in (instance.home, os.getcwd(), str(tmp_path))
-             for p in glob.glob(os.path.join(root, "**", "PWNED*"), recursive=True) if "PWNED_" in os.path.basename(p)
-             and os.path.dirname(p) != remote]  # fmt: skip
+    found = [
+        p
+        for root in (instance.home, os.getcwd(), str(tmp_path))
+        for p in glob.glob(os.path.join(root, "**", "PWNED*"), recursive=True)
+        if "PWNED_" in os.path.basename(p) and os.path.dirname(p) != remote
+    ]
     assert found == []
 
 

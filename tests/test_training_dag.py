@@ -157,7 +157,9 @@ def test_bad_conf_fails_at_the_first_task_and_changes_nothing(event, ec2, conf, 
     states = task_states(dag_run)
     assert dag_run.state == "failed"
     assert states["claim_submission"] == "failed"
-    assert all(state in ("upstream_failed", "skipped", None) for task, state in states.items() if task != "claim_submission")
+    assert all(
+        state in ("upstream_failed", "skipped", None) for task, state in states.items() if task != "claim_submission"
+    )
     assert message in "".join(capfd.readouterr())
     assert event.db.query("SELECT id, state FROM submissions ORDER BY id") == before
 

@@ -48,10 +48,15 @@ def test_a_good_tree(tree):
     result = parse(tree)
     assert result["success"] is True and result["error_msg"] == "" and result["max_ram"] == 120.25
     assert result["folds"][1] == {
-        "train_time": 1.5, "valid_time": 0.25, "test_time": 0.125,
-        "scores": {"train": {"acc": 0.9, "error": 0.1}, "valid": {"acc": 0.8, "error": 0.2},
-                   "test": {"acc": 0.7, "error": 0.3}},
-    }  # fmt: skip
+        "train_time": 1.5,
+        "valid_time": 0.25,
+        "test_time": 0.125,
+        "scores": {
+            "train": {"acc": 0.9, "error": 0.1},
+            "valid": {"acc": 0.8, "error": 0.2},
+            "test": {"acc": 0.7, "error": 0.3},
+        },
+    }
     assert result["bagged_scores"] == {
         "valid": {"acc": [0.8, 0.85], "error": [0.2, 0.15]},
         "test": {"acc": [0.7, 0.75], "error": [0.3, 0.25]},
@@ -60,7 +65,9 @@ def test_a_good_tree(tree):
 
 def test_missing_fold_and_log_traceback_with_ansi(tree):
     os.rename(os.path.join(tree[0], "fold_1"), os.path.join(tree[0], "gone"))
-    write(os.path.join(tree[1], "log"), b"CV fold 0\n\x1b[31mTraceback (most recent call last):\x1b[0m\n\xff boom\n", True)
+    write(
+        os.path.join(tree[1], "log"), b"CV fold 0\n\x1b[31mTraceback (most recent call last):\x1b[0m\n\xff boom\n", True
+    )
     result = parse(tree)
     assert result["success"] is False and result["folds"] == []
     assert "holds folds [0], expected fold_0 to fold_1" in result["error_msg"]
@@ -120,9 +127,13 @@ def test_missing_files_name_the_file(tree, file):
 def test_no_training_output_at_all(tmp_path):
     result = parse_training_results(7, str(tmp_path / "none"), str(tmp_path / "none"), 2)
     assert result == {
-        "submission_id": 7, "success": False, "error_msg": f"{tmp_path / 'none'} is missing", "max_ram": None,
-        "folds": [], "bagged_scores": {"valid": {}, "test": {}},
-    }  # fmt: skip
+        "submission_id": 7,
+        "success": False,
+        "error_msg": f"{tmp_path / 'none'} is missing",
+        "max_ram": None,
+        "folds": [],
+        "bagged_scores": {"valid": {}, "test": {}},
+    }
 
 
 def test_malformed_mprof_lines_are_skipped(tree):

@@ -8,6 +8,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import DAG
 
 from ramp_airflow.config import EventConfig
+from ramp_airflow.dag_factory.arguments import aws_arguments, database_arguments
 from ramp_airflow.dag_factory.training import training_dag_id
 from ramp_airflow.operators.ec2 import SweepOrphanInstancesOperator
 from ramp_airflow.operators.ramp_database import ClaimNewSubmissionsOperator
@@ -24,7 +25,6 @@ def loop_dag_id(event_name: str) -> str:
 def build_loop_dag(config: EventConfig) -> DAG:
     """Build ``ramp_train_loop_<event>``: the seed's ``ramp_aws_train_loop`` as a scheduled DAG."""
     aws = config.aws
-    db = {"event_name": config.event_name, "postgres_conn_id": config.database.postgres_conn_id, "database": config.database}
     interval = aws.train_loop_interval_secs
     with DAG(
         dag_id=loop_dag_id(config.event_name),
@@ -38,13 +38,7 @@ def build_loop_dag(config: EventConfig) -> DAG:
         doc_md=__doc__,
     ) as dag:
         SweepOrphanInstancesOperator(
-            task_id="sweep_orphan_instances",
-            event_name=config.event_name,
-            aws_conn_id=aws.aws_conn_id,
-            region_name=aws.region_name,
-            profile_name=aws.profile_name,
-            access_key_id=aws.access_key_id,
-            secret_access_key=aws.secret_access_key,
+            task_id="sweep_orphan_instances", event_name=config.event_name, **aws_arguments(config)
         )
         wait = NewSubmissionsSensor(
             task_id="wait_for_new_submissions",
@@ -58,7 +52,7 @@ def build_loop_dag(config: EventConfig) -> DAG:
             task_id="claim_new_submissions",
             training_dag_id=training_dag_id(config.event_name),
             max_concurrent=aws.max_concurrent_instances,
-            **db,
+            **database_arguments(config),
         )
         trigger = TriggerDagRunOperator.partial(
             task_id="trigger_training",

@@ -16,6 +16,7 @@ from typing import Any
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 
 from ramp_airflow.config import EventConfig
+from ramp_airflow.dag_factory.arguments import aws_arguments, database_arguments, ssh_arguments
 from ramp_airflow.operators.ec2 import LaunchInstanceOperator, TerminateInstanceOperator
 from ramp_airflow.operators.event_hook import RunEventHookOperator
 from ramp_airflow.operators.fetch import FetchResultsOperator
@@ -78,21 +79,7 @@ def build_training_dag(config: EventConfig) -> DAG:
     """Build ``ramp_train_<event>`` from an event config."""
     aws = config.aws
     attempts = aws.instance_retries + 1
-    db = {"event_name": config.event_name, "postgres_conn_id": config.database.postgres_conn_id, "database": config.database}
-    aws_kwargs = {
-        "aws_conn_id": aws.aws_conn_id,
-        "region_name": aws.region_name,
-        "profile_name": aws.profile_name,
-        "access_key_id": aws.access_key_id,
-        "secret_access_key": aws.secret_access_key,
-    }
-    ssh_kwargs = {
-        "ami_user_name": aws.ami_user_name,
-        "key_path": aws.key_path,
-        "ssh_conn_id": aws.ssh_conn_id,
-        "ssh_port": aws.ssh_port,
-        "remote_ramp_kit_folder": aws.remote_ramp_kit_folder,
-    }
+    db, aws_kwargs, ssh_kwargs = database_arguments(config), aws_arguments(config), ssh_arguments(config)
     submission_id = f"{{{{ {SUBMISSION}['id'] }}}}"
 
     with DAG(
@@ -190,7 +177,9 @@ def build_training_dag(config: EventConfig) -> DAG:
                     retry_task_id=f"attempt_{number + 1}.launch_instance" if number < attempts else None,
                     give_up_task_id=give_up.task_id,
                 )
-                terminate = TerminateInstanceOperator(task_id="terminate_instance", instance_id=launch.output, **aws_kwargs)
+                terminate = TerminateInstanceOperator(
+                    task_id="terminate_instance", instance_id=launch.output, **aws_kwargs
+                )
                 previous >> launch >> ready >> train >> mark_training >> finished >> decide >> [fetch, give_up]
                 fetch >> [record, terminate.as_teardown(setups=launch, on_failure_fail_dagrun=True)]
                 if "start_training" in config.hooks and number == 1:

@@ -169,7 +169,12 @@ class RampEc2Hook(EC2Hook):
         tags = [{"Key": key, "Value": value} for key, value in tag_values.items()]
         group = {"SecurityGroupIds" if security_group.startswith("sg-") else "SecurityGroups": [security_group]}
         params = dict(
-            ImageId=image_id, InstanceType=instance_type, KeyName=key_name, MinCount=1, MaxCount=1, **group,
+            ImageId=image_id,
+            InstanceType=instance_type,
+            KeyName=key_name,
+            MinCount=1,
+            MaxCount=1,
+            **group,
             TagSpecifications=[{"ResourceType": kind, "Tags": tags} for kind in ("instance", "volume")],
         )
 
@@ -266,4 +271,3 @@ class RampEc2Hook(EC2Hook):
         previous = changes[0]["PreviousState"]["Name"] if changes else None
         self.log.info("Terminated instance %s (it was %s)", instance_id, previous)
         return previous
-

@@ -31,8 +31,8 @@ import time
 from dataclasses import dataclass, field
 
 import paramiko
-
 from airflow.providers.common.compat.sdk import AirflowException, BaseHook
+
 from ramp_airflow.utils import remote_commands as rc
 
 
@@ -93,7 +93,9 @@ def parse_host_key(host_key: str) -> paramiko.PKey:
         key_type, key_data = host_key.split()[:2]
         return paramiko.PKey.from_type_string(key_type, base64.b64decode(key_data, validate=True))
     except Exception:
-        raise AirflowException(f"host_key must be '<type> <base64>' as ssh-keyscan prints it, not {host_key!r}") from None
+        raise AirflowException(
+            f"host_key must be '<type> <base64>' as ssh-keyscan prints it, not {host_key!r}"
+        ) from None
 
 
 class _FirstUse(paramiko.MissingHostKeyPolicy):
@@ -117,8 +119,9 @@ class InstanceSSHHook(BaseHook):
     :param connect_timeout: seconds to wait for a connection
     """
 
-    def __init__(self, address, ami_user_name, key_path=None, ssh_conn_id=None, ssh_port=22,
-                 host_key=None, connect_timeout=30):  # fmt: skip
+    def __init__(
+        self, address, ami_user_name, key_path=None, ssh_conn_id=None, ssh_port=22, host_key=None, connect_timeout=30
+    ):
         super().__init__()
         self.ssh_conn_id = ssh_conn_id
         connection = self.get_connection(ssh_conn_id) if ssh_conn_id else None
@@ -143,10 +146,19 @@ class InstanceSSHHook(BaseHook):
         if t.private_key:
             pkey = paramiko.PKey.from_private_key(io.StringIO(t.private_key), password=t.passphrase)
         try:
-            client.connect(t.host, port=t.port, username=t.username, key_filename=None if pkey else t.key_path,
-                           pkey=pkey, passphrase=t.passphrase, look_for_keys=False, allow_agent=False,
-                           timeout=self.connect_timeout, banner_timeout=self.connect_timeout,
-                           auth_timeout=self.connect_timeout)  # fmt: skip
+            client.connect(
+                t.host,
+                port=t.port,
+                username=t.username,
+                key_filename=None if pkey else t.key_path,
+                pkey=pkey,
+                passphrase=t.passphrase,
+                look_for_keys=False,
+                allow_agent=False,
+                timeout=self.connect_timeout,
+                banner_timeout=self.connect_timeout,
+                auth_timeout=self.connect_timeout,
+            )
         except paramiko.BadHostKeyException:
             client.close()
             raise AirflowException(
@@ -156,7 +168,9 @@ class InstanceSSHHook(BaseHook):
         except paramiko.SSHException as err:
             client.close()
             if "not found in known_hosts" in str(err):
-                raise AirflowException(f"{t.host}:{t.port} presented a host key of another type than the pinned one") from None
+                raise AirflowException(
+                    f"{t.host}:{t.port} presented a host key of another type than the pinned one"
+                ) from None
             raise
         if not self.host_key:
             self.host_key = host_key_string(client.get_transport().get_remote_server_key())
@@ -178,8 +192,16 @@ class InstanceSSHHook(BaseHook):
             raise AirflowException(f"{what} failed on {self.target.host} (exit {status}): {detail}")
         return out.decode("utf-8", "replace")
 
-    def rsync(self, source: str, destination: str, *, download: bool, delete: bool = False,
-              attempts: int = 3, backoff_secs: float = 5.0) -> None:  # fmt: skip
+    def rsync(
+        self,
+        source: str,
+        destination: str,
+        *,
+        download: bool,
+        delete: bool = False,
+        attempts: int = 3,
+        backoff_secs: float = 5.0,
+    ) -> None:
         """
         rsync between a local path and a path on the instance (relative to the user's home).
 
@@ -216,7 +238,9 @@ class InstanceSSHHook(BaseHook):
                         f"rsync {argv[-2]} -> {argv[-1]} failed with exit code {proc.returncode} "
                         f"(attempt {attempt} of {attempts}): {detail}"
                     )
-                self.log.warning("rsync exited %s (attempt %s of %s), retrying: %s", proc.returncode, attempt, attempts, detail)
+                self.log.warning(
+                    "rsync exited %s (attempt %s of %s), retrying: %s", proc.returncode, attempt, attempts, detail
+                )
                 time.sleep(backoff_secs * 2 ** (attempt - 1))
 
 
@@ -233,8 +257,9 @@ class InstanceSSHHookAsync(BaseHook):
     :param connect_timeout: seconds to wait for a connection
     """
 
-    def __init__(self, address, ami_user_name, key_path=None, ssh_conn_id=None, ssh_port=22,
-                 host_key=None, connect_timeout=30):  # fmt: skip
+    def __init__(
+        self, address, ami_user_name, key_path=None, ssh_conn_id=None, ssh_port=22, host_key=None, connect_timeout=30
+    ):
         super().__init__()
         if not host_key:
             raise AirflowException("host_key is required: pass the host key RsyncTrainOperator returned")
@@ -255,8 +280,15 @@ class InstanceSSHHookAsync(BaseHook):
             client_key = asyncssh.read_private_key(t.key_path, t.passphrase)
         trusted = ([asyncssh.import_public_key(self.host_key)], [], [])
         async with asyncssh.connect(
-            t.host, t.port, username=t.username, client_keys=[client_key], known_hosts=trusted,
-            config=None, agent_path=None, connect_timeout=self.connect_timeout, keepalive_interval=15,
-        ) as conn:  # fmt: skip
+            t.host,
+            t.port,
+            username=t.username,
+            client_keys=[client_key],
+            known_hosts=trusted,
+            config=None,
+            agent_path=None,
+            connect_timeout=self.connect_timeout,
+            keepalive_interval=15,
+        ) as conn:
             result = await asyncio.wait_for(conn.run(command, encoding=None, check=False), timeout)
         return result.exit_status, result.stdout or b""

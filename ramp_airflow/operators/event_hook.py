@@ -59,8 +59,7 @@ class RunEventHookOperator(BaseOperator):
     def execute(self, context: Context) -> None:
         if self.only_if_state is not None and self.recorded_state != self.only_if_state:
             raise AirflowSkipException(
-                f"{self.hook_name} runs for submissions recorded as {self.only_if_state}, "
-                f"not {self.recorded_state}"
+                f"{self.hook_name} runs for submissions recorded as {self.only_if_state}, not {self.recorded_state}"
             )
         folder = local_log_dir(self.local_log_folder, int(self.submission["id"]))
         env = hook_environment(self.hook_name, self.submission, folder)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from airflow.providers.common.compat.sdk import BaseOperator
+
 from ramp_airflow.hooks.instance_ssh import InstanceSSHHook
 from ramp_airflow.operators.train import submission_id_of
 from ramp_airflow.utils import layout
@@ -42,9 +43,22 @@ class FetchResultsOperator(BaseOperator):
     template_fields: Sequence[str] = ("submission_id", "address", "host_key", "expected_folds")
     ui_color = "#d5f5e3"
 
-    def __init__(self, *, submission_id, address, host_key, remote_ramp_kit_folder, local_predictions_folder,
-                 local_log_folder, expected_folds, ami_user_name, key_path=None, ssh_conn_id=None, ssh_port=22,
-                 **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        submission_id,
+        address,
+        host_key,
+        remote_ramp_kit_folder,
+        local_predictions_folder,
+        local_log_folder,
+        expected_folds,
+        ami_user_name,
+        key_path=None,
+        ssh_conn_id=None,
+        ssh_port=22,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.submission_id = submission_id
         self.address = address
@@ -63,12 +77,15 @@ class FetchResultsOperator(BaseOperator):
         kit = self.remote_ramp_kit_folder
         if not self.host_key:
             raise ValueError("host_key is required: pass the host key RsyncTrainOperator returned")
-        hook = InstanceSSHHook(self.address, self.ami_user_name, self.key_path, self.ssh_conn_id, self.ssh_port,
-                               self.host_key)  # fmt: skip
+        hook = InstanceSSHHook(
+            self.address, self.ami_user_name, self.key_path, self.ssh_conn_id, self.ssh_port, self.host_key
+        )
         remote_sub = layout.remote_submission_dir(kit, submission_id)
         predictions = layout.local_predictions_dir(self.local_predictions_folder, submission_id)
         log_dir = layout.local_log_dir(self.local_log_folder, submission_id)
-        existing = set(hook.check_run(rc.existing_outputs_command(kit, submission_id), "listing the training output").split())
+        existing = set(
+            hook.check_run(rc.existing_outputs_command(kit, submission_id), "listing the training output").split()
+        )
         os.makedirs(log_dir, exist_ok=True)
         downloads = {
             layout.TRAINING_OUTPUT: (f"{remote_sub}/{layout.TRAINING_OUTPUT}/", predictions + "/"),
@@ -83,8 +100,9 @@ class FetchResultsOperator(BaseOperator):
                 self.log.warning("%s has no %s on the instance", layout.submission_folder(submission_id), name)
                 _remove(destination.rstrip("/"))
         result = parse_training_results(submission_id, predictions, log_dir, int(self.expected_folds))
-        self.log.info("Training of %s: %s", layout.submission_folder(submission_id),
-                      "success" if result["success"] else "failure")  # fmt: skip
+        self.log.info(
+            "Training of %s: %s", layout.submission_folder(submission_id), "success" if result["success"] else "failure"
+        )
         return result
 
 

@@ -79,7 +79,9 @@ class ClaimSubmissionOperator(_RampDatabaseOperator):
                 f"{request.describe()} is the event's sandbox ({found['name']!r}), which is never trained"
             )
         submission = hook.claim_submission(found["id"])
-        self.log.info("Training submission %s (%r of team %r)", submission["id"], submission["name"], submission["team"])
+        self.log.info(
+            "Training submission %s (%r of team %r)", submission["id"], submission["name"], submission["team"]
+        )
         return {
             **submission,
             "n_folds": hook.n_cv_folds(self.event_name),

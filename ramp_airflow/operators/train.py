@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
+
 from ramp_airflow.hooks.instance_ssh import InstanceSSHHook
 from ramp_airflow.utils import layout
 from ramp_airflow.utils import remote_commands as rc
@@ -49,9 +50,22 @@ class RsyncTrainOperator(BaseOperator):
     template_fields: Sequence[str] = ("submission_id", "address", "ramp_submissions_path", "host_key")
     ui_color = "#d6eaf8"
 
-    def __init__(self, *, submission_id, address, ramp_submissions_path, remote_ramp_kit_folder, ami_user_name,
-                 key_path=None, ssh_conn_id=None, ssh_port=22, host_key=None, training_command=("ramp-test",),
-                 memory_profiling=False, **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        submission_id,
+        address,
+        ramp_submissions_path,
+        remote_ramp_kit_folder,
+        ami_user_name,
+        key_path=None,
+        ssh_conn_id=None,
+        ssh_port=22,
+        host_key=None,
+        training_command=("ramp-test",),
+        memory_profiling=False,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.submission_id = submission_id
         self.address = address
@@ -71,8 +85,9 @@ class RsyncTrainOperator(BaseOperator):
         if not os.path.isdir(source):
             raise FileNotFoundError(f"{source} does not exist: check ramp_submissions_path and submission_id")
         kit = self.remote_ramp_kit_folder
-        hook = InstanceSSHHook(self.address, self.ami_user_name, self.key_path, self.ssh_conn_id, self.ssh_port,
-                               self.host_key)  # fmt: skip
+        hook = InstanceSSHHook(
+            self.address, self.ami_user_name, self.key_path, self.ssh_conn_id, self.ssh_port, self.host_key
+        )
         hook.check_run(rc.prepare_upload_command(kit, submission_id), "creating the submission folder")
         hook.rsync(source + "/", layout.remote_submission_dir(kit, submission_id) + "/", download=False)
         argv = rc.training_argv(submission_id, self.training_command, self.memory_profiling)
@@ -80,8 +95,14 @@ class RsyncTrainOperator(BaseOperator):
             hook.check_run(rc.start_command(kit, submission_id, argv), "starting the training")
         )
         if started_now:
-            self.log.info("Training of %s started on %s: pid %s", layout.submission_folder(submission_id), self.address, pid)
+            self.log.info(
+                "Training of %s started on %s: pid %s", layout.submission_folder(submission_id), self.address, pid
+            )
         else:
-            self.log.warning("A training of %s was already running on %s (pid %s); not starting another",
-                             layout.submission_folder(submission_id), self.address, pid)  # fmt: skip
+            self.log.warning(
+                "A training of %s was already running on %s (pid %s); not starting another",
+                layout.submission_folder(submission_id),
+                self.address,
+                pid,
+            )
         return {"host_key": hook.host_key, "pid": pid, "started_at": started_at}

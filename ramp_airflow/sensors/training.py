@@ -7,11 +7,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import paramiko
-
 from airflow.providers.common.compat.sdk import AirflowException, BaseSensorOperator, PokeReturnValue
+
+from ramp_airflow.hooks.ec2 import RampEc2Hook
 from ramp_airflow.hooks.instance_ssh import InstanceSSHHook
 from ramp_airflow.operators.train import submission_id_of
-from ramp_airflow.hooks.ec2 import RampEc2Hook
 from ramp_airflow.triggers.training import TrainingFinishedTrigger
 from ramp_airflow.utils.ec2_lifecycle import GONE
 from ramp_airflow.utils.remote_commands import TrainingWatch
@@ -50,9 +50,24 @@ class TrainingFinishedSensor(BaseSensorOperator):
 
     template_fields: Sequence[str] = ("submission_id", "address", "host_key", "instance_id")
 
-    def __init__(self, *, submission_id, address, host_key, remote_ramp_kit_folder, ami_user_name, key_path=None,
-                 ssh_conn_id=None, ssh_port=22, poke_interval=60.0, training_timeout_secs=None, instance_id=None,
-                 aws_params=None, deferrable=True, **kwargs):  # fmt: skip
+    def __init__(
+        self,
+        *,
+        submission_id,
+        address,
+        host_key,
+        remote_ramp_kit_folder,
+        ami_user_name,
+        key_path=None,
+        ssh_conn_id=None,
+        ssh_port=22,
+        poke_interval=60.0,
+        training_timeout_secs=None,
+        instance_id=None,
+        aws_params=None,
+        deferrable=True,
+        **kwargs,
+    ):
         super().__init__(poke_interval=poke_interval, **kwargs)
         self.submission_id = submission_id
         self.address = address
@@ -71,26 +86,36 @@ class TrainingFinishedSensor(BaseSensorOperator):
     def hook(self) -> InstanceSSHHook:
         if not self.host_key:
             raise AirflowException("host_key is required: pass the host key RsyncTrainOperator returned")
-        return InstanceSSHHook(self.address, self.ami_user_name, self.key_path, self.ssh_conn_id, self.ssh_port,
-                               self.host_key)  # fmt: skip
+        return InstanceSSHHook(
+            self.address, self.ami_user_name, self.key_path, self.ssh_conn_id, self.ssh_port, self.host_key
+        )
 
     @cached_property
     def watch(self) -> TrainingWatch:
-        return TrainingWatch(self.remote_ramp_kit_folder, submission_id_of(self.submission_id), self.training_timeout_secs)
+        return TrainingWatch(
+            self.remote_ramp_kit_folder, submission_id_of(self.submission_id), self.training_timeout_secs
+        )
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context=context)
         self.defer(
             trigger=TrainingFinishedTrigger(
-                submission_id=submission_id_of(self.submission_id), address=self.address, host_key=self.host_key,
-                remote_ramp_kit_folder=self.remote_ramp_kit_folder, ami_user_name=self.ami_user_name,
-                key_path=self.key_path, ssh_conn_id=self.ssh_conn_id, ssh_port=self.ssh_port,
-                poll_interval=float(self.poke_interval), training_timeout_secs=self.training_timeout_secs,
-                instance_id=self.instance_id, aws_params=self.aws_params,
+                submission_id=submission_id_of(self.submission_id),
+                address=self.address,
+                host_key=self.host_key,
+                remote_ramp_kit_folder=self.remote_ramp_kit_folder,
+                ami_user_name=self.ami_user_name,
+                key_path=self.key_path,
+                ssh_conn_id=self.ssh_conn_id,
+                ssh_port=self.ssh_port,
+                poll_interval=float(self.poke_interval),
+                training_timeout_secs=self.training_timeout_secs,
+                instance_id=self.instance_id,
+                aws_params=self.aws_params,
             ),
             method_name="execute_complete",
-        )  # fmt: skip
+        )
 
     def _instance_gone(self) -> bool:
         if not self.instance_id:
@@ -105,7 +130,9 @@ class TrainingFinishedSensor(BaseSensorOperator):
         except (OSError, EOFError, paramiko.SSHException) as err:
             if isinstance(err, paramiko.AuthenticationException):
                 raise
-            self.log.warning("SSH to %s failed (%s: %s); retrying at the next poll", self.address, type(err).__name__, err)
+            self.log.warning(
+                "SSH to %s failed (%s: %s); retrying at the next poll", self.address, type(err).__name__, err
+            )
             gone = self._instance_gone()
             return PokeReturnValue(is_done=gone, xcom_value={"outcome": "lost"} if gone else None)
         lines, outcome = self.watch.take(output)

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
+
 from ramp_airflow.hooks.ec2 import RampEc2Hook
 from ramp_airflow.hooks.instance_ssh import InstanceSSHHookAsync
 from ramp_airflow.utils.ec2_lifecycle import GONE
@@ -46,18 +47,38 @@ class TrainingFinishedTrigger(BaseTrigger):
     :param log_offset: bytes of the log already shown
     """
 
-    def __init__(self, submission_id, address, host_key, remote_ramp_kit_folder, ami_user_name, key_path=None,
-                 ssh_conn_id=None, ssh_port=22, poll_interval=60.0, training_timeout_secs=None, instance_id=None,
-                 aws_params=None, log_offset=0):  # fmt: skip
+    def __init__(
+        self,
+        submission_id,
+        address,
+        host_key,
+        remote_ramp_kit_folder,
+        ami_user_name,
+        key_path=None,
+        ssh_conn_id=None,
+        ssh_port=22,
+        poll_interval=60.0,
+        training_timeout_secs=None,
+        instance_id=None,
+        aws_params=None,
+        log_offset=0,
+    ):
         super().__init__()
         self.kwargs = {
-            "submission_id": submission_id, "address": address, "host_key": host_key,
-            "remote_ramp_kit_folder": remote_ramp_kit_folder, "ami_user_name": ami_user_name,
-            "key_path": key_path, "ssh_conn_id": ssh_conn_id, "ssh_port": ssh_port,
-            "poll_interval": poll_interval, "training_timeout_secs": training_timeout_secs,
-            "instance_id": instance_id, "aws_params": dict(aws_params or {}),
+            "submission_id": submission_id,
+            "address": address,
+            "host_key": host_key,
+            "remote_ramp_kit_folder": remote_ramp_kit_folder,
+            "ami_user_name": ami_user_name,
+            "key_path": key_path,
+            "ssh_conn_id": ssh_conn_id,
+            "ssh_port": ssh_port,
+            "poll_interval": poll_interval,
+            "training_timeout_secs": training_timeout_secs,
+            "instance_id": instance_id,
+            "aws_params": dict(aws_params or {}),
             "log_offset": log_offset,
-        }  # fmt: skip
+        }
         self.watch = TrainingWatch(remote_ramp_kit_folder, submission_id, training_timeout_secs, log_offset)
         self.hook = InstanceSSHHookAsync(address, ami_user_name, key_path, ssh_conn_id, ssh_port, host_key)
 
@@ -85,8 +106,9 @@ class TrainingFinishedTrigger(BaseTrigger):
             self.log.info("%s", line)
         if outcome and outcome["outcome"] == "timeout":
             _, said = await self.hook.run(self.watch.kill_command())
-            self.log.warning("Training timed out after %.0f s; its process group is %s",
-                             outcome["after_secs"], said.decode().strip())  # fmt: skip
+            self.log.warning(
+                "Training timed out after %.0f s; its process group is %s", outcome["after_secs"], said.decode().strip()
+            )
         return outcome
 
     async def run(self):
@@ -99,8 +121,12 @@ class TrainingFinishedTrigger(BaseTrigger):
                 if not is_transient(err):
                     yield TriggerEvent({"status": "error", "message": f"SSH to {self.kwargs['address']}: {err}"})
                     return
-                self.log.warning("SSH to %s failed (%s: %s); retrying at the next poll",
-                                 self.kwargs["address"], type(err).__name__, err)  # fmt: skip
+                self.log.warning(
+                    "SSH to %s failed (%s: %s); retrying at the next poll",
+                    self.kwargs["address"],
+                    type(err).__name__,
+                    err,
+                )
                 if await self._instance_gone():
                     outcome = {"outcome": "lost"}
                 else:

@@ -52,18 +52,46 @@ def known_hosts_line(host: str, port: int, host_key: str) -> str:
 def ssh_argv(key_path: str, port: int, known_hosts_file: str, connect_timeout: int = 30) -> list[str]:
     """``ssh`` that uses only this key and only accepts the host keys in ``known_hosts_file``."""
     return [
-        "ssh", "-F", "/dev/null", "-i", key_path, "-p", str(port),
-        "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-        "-o", f"UserKnownHostsFile={known_hosts_file}", "-o", "GlobalKnownHostsFile=/dev/null",
-        "-o", "StrictHostKeyChecking=yes", "-o", f"ConnectTimeout={connect_timeout}",
-        "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4",
-    ]  # fmt: skip
+        "ssh",
+        "-F",
+        "/dev/null",
+        "-i",
+        key_path,
+        "-p",
+        str(port),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"UserKnownHostsFile={known_hosts_file}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"ConnectTimeout={connect_timeout}",
+        "-o",
+        "ServerAliveInterval=15",
+        "-o",
+        "ServerAliveCountMax=4",
+    ]
 
 
 def rsync_argv(rsh: list[str], source: str, destination: str, delete: bool = False) -> list[str]:
     """``rsync`` over ``rsh``; ``--delete`` makes a downloaded folder hold no stale files."""
-    return ["rsync", "--archive", "--partial", "--timeout=300", *(["--delete"] if delete else []),
-            "-e", shlex.join(rsh), "--", source, destination]  # fmt: skip
+    return [
+        "rsync",
+        "--archive",
+        "--partial",
+        "--timeout=300",
+        *(["--delete"] if delete else []),
+        "-e",
+        shlex.join(rsh),
+        "--",
+        source,
+        destination,
+    ]
 
 
 def remote_spec(user: str, address: str, path: str) -> str:
@@ -112,11 +140,11 @@ def _job_script(p: dict[str, str], argv: list[str]) -> str:
     q = {k: shlex.quote(v) for k, v in p.items()}
     return (
         f"date +%s.%N > {q['started']}\n"
-        f"printf %s \"$$\" > {q['pid']}.tmp && mv -f {q['pid']}.tmp {q['pid']}\n"
+        f'printf %s "$$" > {q["pid"]}.tmp && mv -f {q["pid"]}.tmp {q["pid"]}\n'
         # Unbuffered, so that the log shows each line as ramp-test prints it.
         f"(cd {q['kit']} && export PYTHONUNBUFFERED=1 && exec {shlex.join(argv)}) < /dev/null >> {q['log']} 2>&1\n"
         "ec=$?\n"
-        f"printf %s \"$ec\" > {q['exit']}.tmp && mv -f {q['exit']}.tmp {q['exit']}\n"
+        f'printf %s "$ec" > {q["exit"]}.tmp && mv -f {q["exit"]}.tmp {q["exit"]}\n'
     )
 
 
@@ -183,7 +211,7 @@ def existing_outputs_command(kit: str, submission_id: int) -> str:
     """Print which of ``training_output``, ``log`` and ``mprof.dat`` exist, one a line."""
     sub = shlex.quote(layout.remote_submission_dir(kit, submission_id))
     names = " ".join(shlex.quote(n) for n in _OUTPUTS)
-    return _bash(f"cd {sub} 2>/dev/null || exit 0\nfor f in {names}; do [ -e \"$f\" ] && echo \"$f\"; done\nexit 0\n")
+    return _bash(f'cd {sub} 2>/dev/null || exit 0\nfor f in {names}; do [ -e "$f" ] && echo "$f"; done\nexit 0\n')
 
 
 @dataclass(frozen=True)

@@ -171,9 +171,7 @@ def _failure_message(problems: list[str], folds: list[str], log_path: str, raise
     return message
 
 
-def parse_training_results(
-    submission_id: int, predictions_dir: str, log_dir: str, expected_folds: int
-) -> dict:
+def parse_training_results(submission_id: int, predictions_dir: str, log_dir: str, expected_folds: int) -> dict:
     """
     The result of a training from its downloaded files.
 

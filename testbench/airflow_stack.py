@@ -1,0 +1,279 @@
+"""A real Airflow deployment on this machine: api-server, scheduler, triggerer, dag-processor.
+
+``dag.test()`` runs a DAG inside the test process; this module runs the DAGs the way a user's
+Airflow does, each component a subprocess (its own process group and log file) sharing one
+environment: a fresh AIRFLOW_HOME, a metadata database of its own in the bench cluster, the
+project's DAG folder, a per-run JWT secret, LocalExecutor, intervals short enough for a demo.
+Everything listens on 127.0.0.1 only: the api-server is given its host, and the scheduler's and
+triggerer's log servers (which bind every interface) are not started; the api-server reads task
+logs from the shared local log folder instead.
+
+The helpers talk to the REST API with a token of the simple auth manager's ``admin`` user.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from testbench._proc import free_port, tail, wait_until
+
+DAGS_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "ramp_airflow", "dags")
+AIRFLOW = os.path.join(os.path.dirname(sys.executable), "airflow")
+COMPONENTS = {
+    "api-server": ["api-server", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"],
+    "scheduler": ["scheduler", "--skip-serve-logs"],
+    "triggerer": ["triggerer", "--skip-serve-logs"],
+    "dag-processor": ["dag-processor"],
+}
+USER = "admin"
+
+
+def stack_env(home: str, sql_alchemy_conn: str, config_dir: str, port: int,
+              parallelism: int = 4, extra_env: dict | None = None) -> dict:
+    """The environment every component (and the ``airflow`` CLI) of one stack shares.
+
+    :param home: the AIRFLOW_HOME (logs, password file).
+    :param sql_alchemy_conn: the metadata database URL.
+    :param config_dir: RAMP_AIRFLOW_CONFIG_DIR, a folder of event configs or one file.
+    :param port: the api-server's port on 127.0.0.1.
+    :param parallelism: LocalExecutor's number of task slots.
+    :param extra_env: added last (e.g. moto's ``AWS_*`` variables).
+    """
+    # Inherited Airflow settings (e.g. the pytest session's) must not leak into the stack.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    url = f"http://127.0.0.1:{port}"
+    env.update({
+        "AIRFLOW_HOME": home,
+        "RAMP_AIRFLOW_CONFIG_DIR": str(config_dir),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn,
+        "AIRFLOW__CORE__DAGS_FOLDER": DAGS_FOLDER,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": os.path.join(home, "passwords.json"),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": url,
+        # One secret per run, shared: tokens the api-server signs must verify in every process.
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+        "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": os.path.join(home, "logs"),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+        "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
+        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+        "SCARF_ANALYTICS": "false",
+        "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
+    })
+    env.update(extra_env or {})
+    return env
+
+
+@dataclasses.dataclass
+class AirflowStack:
+    """A running stack: where it is, its processes, and REST helpers."""
+
+    home: str
+    url: str
+    env: dict
+    database: str
+    procs: dict = dataclasses.field(default_factory=dict)
+    _token: str | None = None
+
+    @property
+    def log_dir(self) -> str:
+        """Folder of the components' logs (``<component>.log``) and the task logs."""
+        return os.path.join(self.home, "logs")
+
+    @property
+    def password_file(self) -> str:
+        """The simple auth manager's generated passwords (JSON ``{"admin": "..."}``)."""
+        return self.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+
+    def password(self) -> str:
+        with open(self.password_file) as f:
+            return json.load(f)[USER]
+
+    def pids(self) -> dict[str, int]:
+        return {name: proc.pid for name, proc in self.procs.items()}
+
+    def request(self, method: str, path: str, body=None, auth: bool = True, timeout: float = 20):
+        """One JSON request to the api-server; returns the decoded answer (``None`` if empty)."""
+        headers = {"Content-Type": "application/json"}
+        if auth:
+            headers["Authorization"] = f"Bearer {self.token()}"
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            text = resp.read().decode()
+        return json.loads(text) if text else None
+
+    def token(self) -> str:
+        if self._token is None:
+            body = {"username": USER, "password": self.password()}
+            self._token = self.request("POST", "/auth/token", body, auth=False)["access_token"]
+        return self._token
+
+    def health(self) -> dict:
+        """``/api/v2/monitor/health``: metadatabase, scheduler, triggerer, dag_processor."""
+        return self.request("GET", "/api/v2/monitor/health", auth=False, timeout=5)
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> dict:
+        """Wait until the dag-processor has serialized ``dag_id``; returns the DAG's record."""
+        def parsed():
+            self.check_alive()
+            try:
+                return self.request("GET", f"/api/v2/dags/{_q(dag_id)}")
+            except urllib.error.HTTPError as err:
+                if err.code == 404:
+                    return None
+                raise
+        return wait_until(parsed, timeout, f"DAG {dag_id} to be parsed", 1.0)
+
+    def unpause(self, dag_id: str, timeout: float = 120) -> dict:
+        """Unpause ``dag_id`` (waiting first, bounded, until it is parsed)."""
+        self.wait_for_dag(dag_id, timeout)
+        return self.request("PATCH", f"/api/v2/dags/{_q(dag_id)}", {"is_paused": False})
+
+    def trigger(self, dag_id: str, conf: dict | None = None, run_id: str | None = None) -> dict:
+        """Create a run of ``dag_id`` with ``conf``; returns the new DAG run's record."""
+        body = {"logical_date": None, "conf": conf or {}}
+        if run_id:
+            body["dag_run_id"] = run_id
+        return self.request("POST", f"/api/v2/dags/{_q(dag_id)}/dagRuns", body)
+
+    def dag_runs(self, dag_id: str) -> list[dict]:
+        """The DAG's runs (``dag_run_id``, ``state``, ``conf``, ...), oldest first."""
+        answer = self.request("GET", f"/api/v2/dags/{_q(dag_id)}/dagRuns?order_by=run_after&limit=1000")
+        return answer["dag_runs"]
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        """Task id (``task[map_index]`` for mapped ones) -> state, for one DAG run."""
+        answer = self.request("GET", f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances?limit=1000")
+        return {ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else ""): ti["state"]
+                for ti in answer["task_instances"]}
+
+    def check_alive(self) -> None:
+        """Raise, with the tail of its log, if a component has exited."""
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"airflow {name} exited with {proc.returncode}; its log "
+                                   f"{self.log_path(name)} ends with:\n{tail(self.log_path(name))}")
+
+    def log_path(self, name: str) -> str:
+        return os.path.join(self.log_dir, f"{name}.log")
+
+    def start(self, name: str, port: int) -> None:
+        argv = [AIRFLOW] + [a.format(port=port) for a in COMPONENTS[name]]
+        with open(self.log_path(name), "ab") as log:
+            self.procs[name] = subprocess.Popen(argv, env=self.env, cwd=self.home, stdout=log,
+                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                start_new_session=True)
+
+    def healthy(self) -> bool:
+        self.check_alive()
+        try:
+            health = self.health()
+        except (OSError, ValueError):
+            return False
+        parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+        return all((health.get(p) or {}).get("status") == "healthy" for p in parts)
+
+    def stop(self, timeout: float = 30) -> None:
+        """TERM every component's process group, wait (bounded), then KILL what is left."""
+        for proc in self.procs.values():
+            _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for proc in self.procs.values():
+            # Also the group's orphans (task runners, ssh) after their leader exited.
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        wait_until(lambda: not any(group_members(p.pid) for p in self.procs.values()),
+                   10, "airflow process groups to be gone", 0.2)
+
+
+def _q(part: str) -> str:
+    return urllib.parse.quote(part, safe="")
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs of the live processes in process group ``pgid`` (read from /proc; zombies excluded)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(entry))
+    return found
+
+
+def migrate(env: dict, timeout: float = 600) -> None:
+    """``airflow db migrate`` in ``env``; fails with the end of its output."""
+    proc = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=env["AIRFLOW_HOME"])
+    if proc.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
+
+
+@contextlib.contextmanager
+def running_airflow(cluster, config_dir: str, extra_env: dict | None = None, parallelism: int = 4,
+                    home: str | None = None, timeout: float = 180):
+    """Start the four components, wait until healthy, yield an :class:`AirflowStack`, always stop.
+
+    :param cluster: the bench :class:`testbench.postgres.PostgresCluster`; a new database
+        ``airflow_<hex>`` is created in it (and dropped afterwards) for the metadata.
+    :param config_dir: RAMP_AIRFLOW_CONFIG_DIR (a folder of event configs, or one file).
+    :param extra_env: more environment for every component, e.g. ``ec2.env`` (moto).
+    :param parallelism: LocalExecutor's task slots.
+    :param home: the AIRFLOW_HOME to use (kept); by default a temp dir, removed afterwards.
+    :param timeout: bound on ``db migrate`` and on the wait for health, each.
+    """
+    own_home = home is None
+    home = home or tempfile.mkdtemp(prefix="bench-airflow-stack-")
+    os.makedirs(os.path.join(home, "logs"), exist_ok=True)
+    database = cluster.create_database(f"airflow_{secrets.token_hex(4)}")
+    port = free_port()
+    stack = AirflowStack(home=home, url=f"http://127.0.0.1:{port}", database=database,
+                         env=stack_env(home, cluster.url(database, "postgresql+psycopg2"),
+                                       config_dir, port, parallelism, extra_env))
+    try:
+        migrate(stack.env, timeout)
+        for name in COMPONENTS:
+            stack.start(name, port)
+        wait_until(stack.healthy, timeout, "the Airflow components to report healthy", 1.0)
+        yield stack
+    finally:
+        stack.stop()
+        cluster.drop_database(database)
+        if own_home:
+            shutil.rmtree(home, ignore_errors=True)
