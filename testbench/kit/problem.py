@@ -3,6 +3,7 @@
 Small on purpose: ``ramp-test`` trains a submission in about a second, so the
 bench can run the real trainer over SSH in every test run.
 """
+
 import os
 
 import pandas as pd
@@ -13,9 +14,7 @@ problem_title = "Iris classification (ramp-airflow test bench)"
 _target_column_name = "species"
 _prediction_label_names = ["setosa", "versicolor", "virginica"]
 
-Predictions = rw.prediction_types.make_multiclass(
-    label_names=_prediction_label_names
-)
+Predictions = rw.prediction_types.make_multiclass(label_names=_prediction_label_names)
 workflow = rw.workflows.Estimator()
 
 score_types = [

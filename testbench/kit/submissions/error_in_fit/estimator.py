@@ -1,4 +1,5 @@
 """A failing submission: fit raises, so ramp-test writes error.txt and exits 1."""
+
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 

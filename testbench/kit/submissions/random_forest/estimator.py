@@ -1,4 +1,5 @@
 """A good submission: a small random forest."""
+
 from sklearn.ensemble import RandomForestClassifier
 
 

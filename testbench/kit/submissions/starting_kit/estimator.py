@@ -1,4 +1,5 @@
 """Sandbox submission: scaled logistic regression."""
+
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
