@@ -211,3 +211,13 @@ def wait_for(condition, what: str, timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         time.sleep(0.1)
+
+
+def test_wrong_type_is_refused_when_the_run_is_created(event, ec2):
+    """The trigger form's Params check types before anything runs (the claim task checks the rest)."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    before = event.db.query("SELECT id, state FROM submissions ORDER BY id")
+    with pytest.raises(ParamValidationError, match="submission_id"):
+        event.training.test(run_conf={"submission_id": "42"})
+    assert event.db.query("SELECT id, state FROM submissions ORDER BY id") == before
