@@ -10,11 +10,15 @@ interrupted, driven by Airflow's scheduler (started here unless one is running).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import psutil
 
 from ramp_airflow.config import ConfigError, EventConfig, load_config
 
@@ -34,10 +38,15 @@ def _airflow_environment(config: EventConfig) -> dict[str, str]:
     """Point Airflow at our DAG file and at this one config; the caller's own settings win."""
     env = dict(os.environ)
     env["RAMP_AIRFLOW_CONFIG_DIR"] = config.path
+    # `airflow standalone` starts its components as `airflow ...`: the one installed beside us.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(DAGS_FOLDER))
     env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    # The API server and its UI are for this machine only unless the user says otherwise.
+    # The API server and its UI are for this machine only unless the user says otherwise;
+    # task runners reach it on whichever port it was given.
     env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")
+    port = env.get("AIRFLOW__API__PORT", "8080")
+    env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://127.0.0.1:{port}/execution/")
     return env
 
 
@@ -76,6 +85,11 @@ def ramp_aws_train(argv: list[str] | None = None) -> int:
     return 0 if submission["state"] == "scored" else 1
 
 
+def _interrupt(signum, frame):
+    """A termination request stops the loop as Ctrl-C does, so that Airflow is stopped too."""
+    raise KeyboardInterrupt
+
+
 def ramp_aws_train_loop(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ramp_aws_train_loop", description="Train every new submission of an event.")
     parser.add_argument("config", help="the event's config.yml")
@@ -83,7 +97,7 @@ def ramp_aws_train_loop(argv: list[str] | None = None) -> int:
     config = _load(parser, args.config)
     env = _airflow_environment(config)
     _migrate(env)
-    from ramp_airflow.dag_factory import loop_dag_id
+    from ramp_airflow.dag_factory import loop_dag_id, training_dag_id
 
     airflow = [sys.executable, "-m", "airflow"]
     scheduler_running = (
@@ -97,8 +111,10 @@ def ramp_aws_train_loop(argv: list[str] | None = None) -> int:
         print("No Airflow scheduler is running: starting `airflow standalone` (API server on 127.0.0.1)")
         standalone = subprocess.Popen([*airflow, "standalone"], env=env, start_new_session=True)
     subprocess.run([*airflow, "dags", "reserialize"], env=env, check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([*airflow, "dags", "unpause", loop_dag_id(config.event_name)], env=env, check=True)
+    for dag_id in (training_dag_id(config.event_name), loop_dag_id(config.event_name)):
+        subprocess.run([*airflow, "dags", "unpause", dag_id], env=env, check=True, stdout=subprocess.DEVNULL)
     print(f"Training new submissions of {config.event_name}; Ctrl-C to stop.")
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         if standalone is None:
             signal.pause()
@@ -106,10 +122,27 @@ def ramp_aws_train_loop(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
-        if standalone is not None and standalone.poll() is None:
-            os.killpg(standalone.pid, signal.SIGTERM)
-            try:
-                standalone.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(standalone.pid, signal.SIGKILL)
-                standalone.wait()
+        if standalone is not None:
+            _stop_process_group(standalone)
+
+
+def _stop_process_group(leader: subprocess.Popen, timeout: float = 60) -> None:
+    """Stop a process and everything it started in its session: TERM, a bounded wait, then KILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader.pid, sig)
+        deadline = time.monotonic() + timeout
+        while _group_alive(leader.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if not _group_alive(leader.pid):
+            break
+    leader.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process group still has a running member (zombies do not count)."""
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                return True
+    return False

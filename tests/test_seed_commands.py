@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
+from testbench._proc import free_port, wait_until
 from testbench.event_config import write_event_config
 
 RAMP_AWS_TRAIN = str(Path(sys.executable).with_name("ramp_aws_train"))
@@ -42,3 +47,51 @@ def test_wrong_event_is_refused_before_anything_runs(config, fresh_ramp_db):
     assert done.returncode == 2
     assert f"--event=other does not match ramp.event_name ({fresh_ramp_db.event})" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_train_loop_trains_new_submissions_until_interrupted(config, fresh_ramp_db, tmp_path):
+    """`ramp_aws_train_loop` starts Airflow (no scheduler runs here) and trains what is new."""
+    env = dict(os.environ, AIRFLOW__API__PORT=str(free_port()))
+    loop = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ramp_aws_train_loop")), str(config)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=open(tmp_path / "loop.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    new = sorted(fresh_ramp_db.submissions.values())
+    try:
+
+        def all_trained():
+            states = fresh_ramp_db.query("SELECT state FROM submissions WHERE id = ANY(%s)", (new,))
+            return all(state in ("scored", "training_error") for (state,) in states)
+
+        wait_until(all_trained, timeout=300, what="the loop to train every new submission")
+        assert loop.poll() is None, "the loop stopped by itself"
+        loop.send_signal(signal.SIGINT)
+        assert loop.wait(timeout=120) == 0
+    finally:
+        if loop.poll() is None:
+            started = psutil.Process(loop.pid).children(recursive=True)
+            loop.terminate()  # it stops Airflow as on Ctrl-C; anything left is killed below
+            try:
+                loop.wait(timeout=60)
+            finally:
+                for proc in [psutil.Process(loop.pid), *started]:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        proc.kill()
+                loop.wait()
+    states = dict(fresh_ramp_db.query("SELECT name, state FROM submissions WHERE id = ANY(%s)", (new,)))
+    assert states["error_in_fit"] == "training_error"
+    assert {s for name, s in states.items() if name != "error_in_fit"} == {"scored"}
+    # Nothing it started is left running.
+    assert not [p.pid for p in psutil.process_iter(["status"]) if started_for(p, config)]
+
+
+def started_for(proc: psutil.Process, config: Path) -> bool:
+    """Whether a live process was started for this config (Airflow's components inherit its env)."""
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get("RAMP_AIRFLOW_CONFIG_DIR") == str(config)
+    except psutil.Error:
+        return False

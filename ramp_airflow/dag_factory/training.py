@@ -89,6 +89,8 @@ def build_training_dag(config: EventConfig) -> DAG:
         start_date=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
         catchup=False,
         max_active_runs=aws.max_concurrent_instances,
+        # It only ever runs when triggered (by a person or the loop), so it starts unpaused.
+        is_paused_upon_creation=False,
         params=_PARAMS,
         render_template_as_native_obj=True,
         user_defined_macros={"training_attempt": training_attempt},
