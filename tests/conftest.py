@@ -103,4 +103,8 @@ def airflow_home(postgres):
     """A migrated Airflow home (:class:`testbench.airflow_home.AirflowPlan`)."""
     assert os.environ["AIRFLOW_HOME"] == AIRFLOW_PLAN.home
     _airflow_home.migrate(AIRFLOW_PLAN, postgres)
-    return AIRFLOW_PLAN
+    yield AIRFLOW_PLAN
+    # Close Airflow's database sessions while PostgreSQL still runs, not at interpreter exit.
+    from airflow import settings
+
+    settings.dispose_orm()

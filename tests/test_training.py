@@ -154,7 +154,7 @@ def test_sshd_restart_during_training_is_survived(instance, submission, tmp_path
         await loop.run_in_executor(None, instance.restart)
         return await watcher
 
-    assert asyncio.run(restart_then_watch())["result"] == {"outcome": "finished", "exit_code": 0}
+    assert asyncio.run(restart_then_watch()) == {"status": "success", "result": {"outcome": "finished", "exit_code": 0}}
     assert fetch(instance, sid, started["host_key"], tmp_path)["success"] is True
 
 

@@ -11,9 +11,9 @@ from airflow.providers.common.compat.sdk import AirflowException, BaseSensorOper
 
 from ramp_airflow.hooks.ec2 import RampEc2Hook
 from ramp_airflow.hooks.instance_ssh import InstanceSSHHook
-from ramp_airflow.operators.train import submission_id_of
 from ramp_airflow.triggers.training import TrainingFinishedTrigger
 from ramp_airflow.utils.ec2_lifecycle import GONE
+from ramp_airflow.utils.instance_mixin import INSTANCE_TEMPLATE_FIELDS, InstanceMixin
 from ramp_airflow.utils.remote_commands import TrainingWatch
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 OUTCOMES = frozenset({"finished", "died", "timeout", "lost"})
 
 
-class TrainingFinishedSensor(BaseSensorOperator):
+class TrainingFinishedSensor(InstanceMixin, BaseSensorOperator):
     """
     Wait until the training started by RsyncTrainOperator ends, copying its log as it grows.
 
@@ -32,14 +32,8 @@ class TrainingFinishedSensor(BaseSensorOperator):
     killed) or ``{"outcome": "lost"}`` (SSH failed and EC2 no longer reports the instance
     running). A dropped SSH connection is retried at the next poll.
 
-    :param submission_id: the submission's id
-    :param address: the instance's IP address or host name
-    :param host_key: the host key RsyncTrainOperator returned, ``"<type> <base64>"``
-    :param remote_ramp_kit_folder: the kit folder on the instance
-    :param ami_user_name: the user to log in as
-    :param key_path: the private key file (or give ``ssh_conn_id``)
-    :param ssh_conn_id: an Airflow SSH connection whose login, key and port are used
-    :param ssh_port: the SSH port
+    The instance and how to log in: see :class:`~ramp_airflow.utils.instance_mixin.InstanceMixin`.
+
     :param poke_interval: seconds between polls (``check_finished_training_interval_secs``)
     :param training_timeout_secs: kill the training once it ran this long (``None``: no limit)
     :param instance_id: the EC2 instance, to tell a lost instance from a dropped connection
@@ -48,35 +42,19 @@ class TrainingFinishedSensor(BaseSensorOperator):
     :param deferrable: wait in the triggerer rather than in a worker slot
     """
 
-    template_fields: Sequence[str] = ("submission_id", "address", "host_key", "instance_id")
+    template_fields: Sequence[str] = (*INSTANCE_TEMPLATE_FIELDS, "instance_id")
 
     def __init__(
         self,
         *,
-        submission_id,
-        address,
-        host_key,
-        remote_ramp_kit_folder,
-        ami_user_name,
-        key_path=None,
-        ssh_conn_id=None,
-        ssh_port=22,
-        poke_interval=60.0,
-        training_timeout_secs=None,
-        instance_id=None,
-        aws_params=None,
-        deferrable=True,
+        poke_interval: float = 60.0,
+        training_timeout_secs: float | None = None,
+        instance_id: str | None = None,
+        aws_params: dict | None = None,
+        deferrable: bool = True,
         **kwargs,
     ):
         super().__init__(poke_interval=poke_interval, **kwargs)
-        self.submission_id = submission_id
-        self.address = address
-        self.host_key = host_key
-        self.remote_ramp_kit_folder = remote_ramp_kit_folder
-        self.ami_user_name = ami_user_name
-        self.key_path = key_path
-        self.ssh_conn_id = ssh_conn_id
-        self.ssh_port = ssh_port
         self.training_timeout_secs = training_timeout_secs
         self.instance_id = instance_id
         self.aws_params = dict(aws_params or {})
@@ -84,31 +62,20 @@ class TrainingFinishedSensor(BaseSensorOperator):
 
     @cached_property
     def hook(self) -> InstanceSSHHook:
-        if not self.host_key:
-            raise AirflowException("host_key is required: pass the host key RsyncTrainOperator returned")
-        return InstanceSSHHook(
-            self.address, self.ami_user_name, self.key_path, self.ssh_conn_id, self.ssh_port, self.host_key
-        )
+        return self.instance_hook()
 
     @cached_property
     def watch(self) -> TrainingWatch:
-        return TrainingWatch(
-            self.remote_ramp_kit_folder, submission_id_of(self.submission_id), self.training_timeout_secs
-        )
+        return TrainingWatch(self.remote_ramp_kit_folder, self.submission, self.training_timeout_secs)
 
     def execute(self, context: Context) -> Any:
+        self.hook  # noqa: B018 -- fails here, before waiting, without the pinned host key
         if not self.deferrable:
             return super().execute(context=context)
         self.defer(
             trigger=TrainingFinishedTrigger(
-                submission_id=submission_id_of(self.submission_id),
-                address=self.address,
-                host_key=self.host_key,
-                remote_ramp_kit_folder=self.remote_ramp_kit_folder,
-                ami_user_name=self.ami_user_name,
-                key_path=self.key_path,
-                ssh_conn_id=self.ssh_conn_id,
-                ssh_port=self.ssh_port,
+                submission_id=self.submission,
+                **self.ssh_arguments,
                 poll_interval=float(self.poke_interval),
                 training_timeout_secs=self.training_timeout_secs,
                 instance_id=self.instance_id,
@@ -126,7 +93,10 @@ class TrainingFinishedSensor(BaseSensorOperator):
 
     def poke(self, context: Context) -> PokeReturnValue:
         try:
-            _, output, _ = self.hook.run(self.watch.poll_command())
+            status, output, _ = self.hook.run(self.watch.poll_command())
+            if status != 0:
+                # The poll always exits 0: anything else is a connection dropped mid-command.
+                raise ConnectionError(f"the poll did not complete (exit status {status})")
         except (OSError, EOFError, paramiko.SSHException) as err:
             if isinstance(err, paramiko.AuthenticationException):
                 raise

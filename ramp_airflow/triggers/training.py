@@ -100,7 +100,10 @@ class TrainingFinishedTrigger(BaseTrigger):
         return readiness == GONE
 
     async def _poll(self) -> dict | None:
-        _, output = await self.hook.run(self.watch.poll_command())
+        status, output = await self.hook.run(self.watch.poll_command())
+        if status != 0:
+            # The poll always exits 0: anything else is a connection dropped mid-command.
+            raise ConnectionError(f"the poll did not complete (exit status {status})")
         lines, outcome = self.watch.take(output)
         for line in lines:
             self.log.info("%s", line)
