@@ -23,8 +23,14 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
     .venv/bin/pip install -q --upgrade pip
 fi
-echo "== pip install -e .[test]"
-.venv/bin/pip install -q -e '.[test]'
+# Reinstalled only when pyproject.toml changed, so that a second run is quick and works offline.
+stamp=.venv/.pyproject.sha256
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "== pip install -e .[test]"
+    .venv/bin/pip install -q -e '.[test]'
+    echo "$want" > "$stamp"
+fi
 
 # The RAMP platform's virtualenv, from Debian's Python so that the instance user can read it.
 stamp="$RAMP_VENV/.requirements.sha256"

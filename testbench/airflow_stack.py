@@ -10,6 +10,7 @@ logs from the shared local log folder instead.
 
 The helpers talk to the REST API with a token of the simple auth manager's ``admin`` user.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -29,8 +30,7 @@ import urllib.request
 
 from testbench._proc import free_port, tail, wait_until
 
-DAGS_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "ramp_airflow", "dags")
+DAGS_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ramp_airflow", "dags")
 AIRFLOW = os.path.join(os.path.dirname(sys.executable), "airflow")
 COMPONENTS = {
     "api-server": ["api-server", "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"],
@@ -39,10 +39,13 @@ COMPONENTS = {
     "dag-processor": ["dag-processor"],
 }
 USER = "admin"
+# Loopback requests never go through a proxy configured in the environment.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def stack_env(home: str, sql_alchemy_conn: str, config_dir: str, port: int,
-              parallelism: int = 4, extra_env: dict | None = None) -> dict:
+def stack_env(
+    home: str, sql_alchemy_conn: str, config_dir: str, port: int, parallelism: int = 4, extra_env: dict | None = None
+) -> dict:
     """The environment every component (and the ``airflow`` CLI) of one stack shares.
 
     :param home: the AIRFLOW_HOME (logs, password file).
@@ -55,33 +58,45 @@ def stack_env(home: str, sql_alchemy_conn: str, config_dir: str, port: int,
     # Inherited Airflow settings (e.g. the pytest session's) must not leak into the stack.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     url = f"http://127.0.0.1:{port}"
-    env.update({
-        "AIRFLOW_HOME": home,
-        "RAMP_AIRFLOW_CONFIG_DIR": str(config_dir),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn,
-        "AIRFLOW__CORE__DAGS_FOLDER": DAGS_FOLDER,
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": str(parallelism),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": os.path.join(home, "passwords.json"),
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__BASE_URL": url,
-        # One secret per run, shared: tokens the api-server signs must verify in every process.
-        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
-        "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": os.path.join(home, "logs"),
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
-        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
-        "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
-        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
-        "SCARF_ANALYTICS": "false",
-        "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
-    })
+    env.update(
+        {
+            "AIRFLOW_HOME": home,
+            "RAMP_AIRFLOW_CONFIG_DIR": str(config_dir),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn,
+            "AIRFLOW__CORE__DAGS_FOLDER": DAGS_FOLDER,
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": os.path.join(home, "passwords.json"),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(port),
+            "AIRFLOW__API__BASE_URL": url,
+            # One secret per run, shared: tokens the api-server signs must verify in every process.
+            "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
+            "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": os.path.join(home, "logs"),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "10",
+            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
+            "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "2",
+            # Airflow 3.3.2 fails a deferred task whose trigger fires before the scheduler has seen the
+            # deferral's exit ("state changed externally", apache/airflow#72716); on loopback triggers
+            # fire within a second. A supervisor reports its task's exit at its next heartbeat, so a
+            # short interval narrows that window, and quick retries absorb what is left of it.
+            "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+            "AIRFLOW__CORE__DEFAULT_TASK_RETRIES": "2",
+            "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
+            # Calls between the components (and to moto) must never go through a configured proxy.
+            "NO_PROXY": "127.0.0.1,localhost",
+            "no_proxy": "127.0.0.1,localhost",
+            "SCARF_ANALYTICS": "false",
+            "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
+        }
+    )
     env.update(extra_env or {})
     return env
 
@@ -121,7 +136,7 @@ class AirflowStack:
             headers["Authorization"] = f"Bearer {self.token()}"
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with _DIRECT.open(req, timeout=timeout) as resp:
             text = resp.read().decode()
         return json.loads(text) if text else None
 
@@ -137,6 +152,7 @@ class AirflowStack:
 
     def wait_for_dag(self, dag_id: str, timeout: float = 120) -> dict:
         """Wait until the dag-processor has serialized ``dag_id``; returns the DAG's record."""
+
         def parsed():
             self.check_alive()
             try:
@@ -145,6 +161,7 @@ class AirflowStack:
                 if err.code == 404:
                     return None
                 raise
+
         return wait_until(parsed, timeout, f"DAG {dag_id} to be parsed", 1.0)
 
     def unpause(self, dag_id: str, timeout: float = 120) -> dict:
@@ -167,15 +184,19 @@ class AirflowStack:
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         """Task id (``task[map_index]`` for mapped ones) -> state, for one DAG run."""
         answer = self.request("GET", f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances?limit=1000")
-        return {ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else ""): ti["state"]
-                for ti in answer["task_instances"]}
+        return {
+            ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else ""): ti["state"]
+            for ti in answer["task_instances"]
+        }
 
     def check_alive(self) -> None:
         """Raise, with the tail of its log, if a component has exited."""
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise RuntimeError(f"airflow {name} exited with {proc.returncode}; its log "
-                                   f"{self.log_path(name)} ends with:\n{tail(self.log_path(name))}")
+                raise RuntimeError(
+                    f"airflow {name} exited with {proc.returncode}; its log "
+                    f"{self.log_path(name)} ends with:\n{tail(self.log_path(name))}"
+                )
 
     def log_path(self, name: str) -> str:
         return os.path.join(self.log_dir, f"{name}.log")
@@ -183,9 +204,15 @@ class AirflowStack:
     def start(self, name: str, port: int) -> None:
         argv = [AIRFLOW] + [a.format(port=port) for a in COMPONENTS[name]]
         with open(self.log_path(name), "ab") as log:
-            self.procs[name] = subprocess.Popen(argv, env=self.env, cwd=self.home, stdout=log,
-                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                                start_new_session=True)
+            self.procs[name] = subprocess.Popen(
+                argv,
+                env=self.env,
+                cwd=self.home,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     def healthy(self) -> bool:
         self.check_alive()
@@ -196,7 +223,7 @@ class AirflowStack:
         parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
         return all((health.get(p) or {}).get("status") == "healthy" for p in parts)
 
-    def stop(self, timeout: float = 30) -> None:
+    def stop(self, timeout: float = 20) -> None:
         """TERM every component's process group, wait (bounded), then KILL what is left."""
         for proc in self.procs.values():
             _signal_group(proc.pid, signal.SIGTERM)
@@ -208,8 +235,12 @@ class AirflowStack:
             # Also the group's orphans (task runners, ssh) after their leader exited.
             _signal_group(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
-        wait_until(lambda: not any(group_members(p.pid) for p in self.procs.values()),
-                   10, "airflow process groups to be gone", 0.2)
+        wait_until(
+            lambda: not any(group_members(p.pid) for p in self.procs.values()),
+            10,
+            "airflow process groups to be gone",
+            0.2,
+        )
 
 
 def _q(part: str) -> str:
@@ -239,15 +270,22 @@ def group_members(pgid: int) -> list[int]:
 
 def migrate(env: dict, timeout: float = 600) -> None:
     """``airflow db migrate`` in ``env``; fails with the end of its output."""
-    proc = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=env["AIRFLOW_HOME"])
+    proc = subprocess.run(
+        [AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=timeout, cwd=env["AIRFLOW_HOME"]
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"airflow db migrate failed:\n{(proc.stdout + proc.stderr)[-4000:]}")
 
 
 @contextlib.contextmanager
-def running_airflow(cluster, config_dir: str, extra_env: dict | None = None, parallelism: int = 4,
-                    home: str | None = None, timeout: float = 180):
+def running_airflow(
+    cluster,
+    config_dir: str,
+    extra_env: dict | None = None,
+    parallelism: int = 4,
+    home: str | None = None,
+    timeout: float = 180,
+):
     """Start the four components, wait until healthy, yield an :class:`AirflowStack`, always stop.
 
     :param cluster: the bench :class:`testbench.postgres.PostgresCluster`; a new database
@@ -263,9 +301,12 @@ def running_airflow(cluster, config_dir: str, extra_env: dict | None = None, par
     os.makedirs(os.path.join(home, "logs"), exist_ok=True)
     database = cluster.create_database(f"airflow_{secrets.token_hex(4)}")
     port = free_port()
-    stack = AirflowStack(home=home, url=f"http://127.0.0.1:{port}", database=database,
-                         env=stack_env(home, cluster.url(database, "postgresql+psycopg2"),
-                                       config_dir, port, parallelism, extra_env))
+    stack = AirflowStack(
+        home=home,
+        url=f"http://127.0.0.1:{port}",
+        database=database,
+        env=stack_env(home, cluster.url(database, "postgresql+psycopg2"), config_dir, port, parallelism, extra_env),
+    )
     try:
         migrate(stack.env, timeout)
         for name in COMPONENTS:

@@ -9,7 +9,7 @@ from airflow.sdk import DAG
 
 from ramp_airflow.config import EventConfig
 from ramp_airflow.dag_factory.arguments import aws_arguments, database_arguments
-from ramp_airflow.dag_factory.training import training_dag_id
+from ramp_airflow.dag_factory.training import SENSOR_RETRIES, training_dag_id
 from ramp_airflow.operators.ec2 import SweepOrphanInstancesOperator
 from ramp_airflow.operators.ramp_database import ClaimNewSubmissionsOperator
 from ramp_airflow.sensors.new_submissions import NewSubmissionsSensor
@@ -42,6 +42,7 @@ def build_loop_dag(config: EventConfig) -> DAG:
         )
         wait = NewSubmissionsSensor(
             task_id="wait_for_new_submissions",
+            **SENSOR_RETRIES,
             event_name=config.event_name,
             postgres_conn_id=config.database.postgres_conn_id,
             config_path=config.path,

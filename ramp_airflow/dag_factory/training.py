@@ -33,6 +33,9 @@ from ramp_airflow.sensors.training import TrainingFinishedSensor
 from ramp_airflow.utils.submission_states import SCORED, TRAINING_ERROR
 
 CLAIM = "claim_submission"
+# Airflow 3.3.2 can fail a deferred task whose trigger fires before the scheduler has recorded
+# the deferral (apache/airflow#72716); waiting again is harmless, so the sensors retry.
+SENSOR_RETRIES = {"retries": 2, "retry_delay": datetime.timedelta(seconds=5)}
 SUBMISSION = f"ti.xcom_pull(task_ids='{CLAIM}')"
 
 
@@ -135,6 +138,7 @@ def build_training_dag(config: EventConfig) -> DAG:
                 )
                 ready = InstanceReadySensor(
                     task_id="wait_until_ready",
+                    **SENSOR_RETRIES,
                     instance_id=launch.output,
                     poke_interval=aws.check_status_interval_secs,
                     timeout=aws.instance_ready_timeout_secs,
@@ -153,6 +157,7 @@ def build_training_dag(config: EventConfig) -> DAG:
                 mark_training = MarkTrainingOperator(task_id="mark_training", submission_id=submission_id, **db)
                 finished = TrainingFinishedSensor(
                     task_id="wait_for_training",
+                    **SENSOR_RETRIES,
                     submission_id=submission_id,
                     address=ready.output,
                     host_key=host_key,
