@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException, BaseOperator
 
-from ramp_airflow.hooks.ramp_database import RampDatabaseHook
 from ramp_airflow.utils.run_conf import RunConfError, parse_run_conf
 from ramp_airflow.utils.submission_states import IN_FLIGHT
 
@@ -16,6 +15,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from ramp_airflow.config import DatabaseSettings
+    from ramp_airflow.hooks.ramp_database import RampDatabaseHook
 
 
 class _RampDatabaseOperator(BaseOperator):
@@ -45,6 +45,9 @@ class _RampDatabaseOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> RampDatabaseHook:
+        # Imported here: DAG files import the operators at every parse.
+        from ramp_airflow.hooks.ramp_database import RampDatabaseHook
+
         return RampDatabaseHook(postgres_conn_id=self.postgres_conn_id, database=self.database)
 
 

@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException, BaseSensorOperator
 
 from ramp_airflow.config import load_config
-from ramp_airflow.hooks.ramp_database import RampDatabaseHook
 from ramp_airflow.triggers.new_submissions import NewSubmissionsTrigger
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+
+    from ramp_airflow.hooks.ramp_database import RampDatabaseHook
 
 
 class NewSubmissionsSensor(BaseSensorOperator):
@@ -50,6 +51,8 @@ class NewSubmissionsSensor(BaseSensorOperator):
 
     @cached_property
     def hook(self) -> RampDatabaseHook:
+        from ramp_airflow.hooks.ramp_database import RampDatabaseHook  # slow to load: not at parse time
+
         database = load_config(self.config_path).database if self.config_path else None
         return RampDatabaseHook(postgres_conn_id=self.postgres_conn_id, database=database)
 

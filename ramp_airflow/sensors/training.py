@@ -6,11 +6,8 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import paramiko
 from airflow.providers.common.compat.sdk import AirflowException, BaseSensorOperator, PokeReturnValue
 
-from ramp_airflow.hooks.ec2 import RampEc2Hook
-from ramp_airflow.hooks.instance_ssh import InstanceSSHHook
 from ramp_airflow.triggers.training import TrainingFinishedTrigger
 from ramp_airflow.utils.ec2_lifecycle import GONE
 from ramp_airflow.utils.instance_mixin import INSTANCE_TEMPLATE_FIELDS, InstanceMixin
@@ -18,6 +15,8 @@ from ramp_airflow.utils.remote_commands import TrainingWatch
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from ramp_airflow.hooks.instance_ssh import InstanceSSHHook
 
 OUTCOMES = frozenset({"finished", "died", "timeout", "lost"})
 
@@ -87,11 +86,15 @@ class TrainingFinishedSensor(InstanceMixin, BaseSensorOperator):
     def _instance_gone(self) -> bool:
         if not self.instance_id:
             return False
+        from ramp_airflow.hooks.ec2 import RampEc2Hook  # slow to load: not at parse time
+
         readiness, description = RampEc2Hook(**self.aws_params).get_readiness(self.instance_id)
         self.log.info("EC2 reports instance %s: %s", self.instance_id, description)
         return readiness == GONE
 
     def poke(self, context: Context) -> PokeReturnValue:
+        import paramiko  # slow to load: not at parse time
+
         try:
             status, output, _ = self.hook.run(self.watch.poll_command())
             if status != 0:

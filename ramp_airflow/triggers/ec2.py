@@ -8,7 +8,6 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from ramp_airflow.hooks.ec2 import RampEc2Hook
 from ramp_airflow.utils import ec2_lifecycle
 
 
@@ -52,6 +51,8 @@ class InstanceReadyTrigger(BaseTrigger):
         return self.repr(classpath, kwargs)
 
     async def run(self):
+        from ramp_airflow.hooks.ec2 import RampEc2Hook  # slow to load: not at parse time
+
         hook = RampEc2Hook(**self.aws_params)
         while True:
             verdict, description = await hook.get_readiness_async(self.instance_id)

@@ -9,7 +9,6 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from ramp_airflow.config import load_config
-from ramp_airflow.hooks.ramp_database import RampDatabaseHook
 
 
 class NewSubmissionsTrigger(BaseTrigger):
@@ -53,6 +52,8 @@ class NewSubmissionsTrigger(BaseTrigger):
         )
 
     async def run(self):
+        from ramp_airflow.hooks.ramp_database import RampDatabaseHook  # slow to load: not at parse time
+
         database = load_config(self.config_path).database if self.config_path else None
         hook = RampDatabaseHook(postgres_conn_id=self.postgres_conn_id, database=database)
         deadline = time.monotonic() + self.wait_secs

@@ -7,8 +7,6 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from ramp_airflow.hooks.ec2 import RampEc2Hook
-from ramp_airflow.hooks.instance_ssh import InstanceSSHHookAsync
 from ramp_airflow.utils.ec2_lifecycle import GONE
 from ramp_airflow.utils.remote_commands import TrainingWatch
 
@@ -80,6 +78,8 @@ class TrainingFinishedTrigger(BaseTrigger):
             "log_offset": log_offset,
         }
         self.watch = TrainingWatch(remote_ramp_kit_folder, submission_id, training_timeout_secs, log_offset)
+        from ramp_airflow.hooks.instance_ssh import InstanceSSHHookAsync  # slow to load: not at parse time
+
         self.hook = InstanceSSHHookAsync(address, ami_user_name, key_path, ssh_conn_id, ssh_port, host_key)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -92,6 +92,8 @@ class TrainingFinishedTrigger(BaseTrigger):
         if not instance_id:
             return False
         try:
+            from ramp_airflow.hooks.ec2 import RampEc2Hook  # slow to load: not at parse time
+
             readiness, description = await RampEc2Hook(**self.kwargs["aws_params"]).get_readiness_async(instance_id)
         except (BotoCoreError, ClientError) as err:
             self.log.warning("Could not ask EC2 about %s: %s", instance_id, err)

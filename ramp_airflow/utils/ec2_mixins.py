@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-from ramp_airflow.hooks.ec2 import RampEc2Hook
+if TYPE_CHECKING:
+    from ramp_airflow.hooks.ec2 import RampEc2Hook
 
 
 class RampEc2HookMixin:
@@ -40,4 +42,7 @@ class RampEc2HookMixin:
 
     @cached_property
     def hook(self) -> RampEc2Hook:
+        # Imported here: DAG files import the operators at every parse, and boto3 is slow to load.
+        from ramp_airflow.hooks.ec2 import RampEc2Hook
+
         return RampEc2Hook(**self.aws_params)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowException
 
-from ramp_airflow.hooks.instance_ssh import InstanceSSHHook
 from ramp_airflow.utils import layout
+
+if TYPE_CHECKING:
+    from ramp_airflow.hooks.instance_ssh import InstanceSSHHook
 
 INSTANCE_TEMPLATE_FIELDS = ("submission_id", "address", "host_key")
 
@@ -79,6 +81,9 @@ class InstanceMixin:
 
     def instance_hook(self, *, pinned: bool = True) -> InstanceSSHHook:
         """The SSH hook; ``pinned`` requires the host key learned at first contact."""
+        # Imported here: DAG files import the operators at every parse, and paramiko is slow to load.
+        from ramp_airflow.hooks.instance_ssh import InstanceSSHHook
+
         if pinned and not self.host_key:
             raise AirflowException("host_key is required: pass the host key RsyncTrainOperator returned")
         return InstanceSSHHook(

@@ -1,0 +1,117 @@
+"""
+New submissions for the benchmarks: copies of a seeded submission, made ``new`` in one transaction.
+
+The bench seeds a RAMP database with ramp-database itself (testbench/ramp_seed.py); a benchmark
+needs many more submissions than the seed's three. Calling ramp-database's ``add_submission``
+N times (in the RAMP virtualenv) takes about a second each, so this module copies one seeded
+submission's row set with SQL instead, exactly as ramp-database lays it out: the
+``submissions`` row, its ``submission_files``, one ``submission_on_cv_folds`` row per CV fold,
+one ``submission_scores`` row per event score type and one ``submission_score_on_cv_folds``
+row per (fold, score); plus its folder under ``events.path_ramp_submissions``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import shutil
+import time
+import uuid
+
+from ramp_airflow.utils.layout import local_submission_dir
+
+FINAL_STATES = ("scored", "training_error", "checking_error")
+
+_COPY_SUBMISSION = """
+INSERT INTO submissions (event_team_id, name, hash_, submission_timestamp, type, state, queue_position,
+                         error_msg, is_valid, is_to_ensemble, is_in_competition, notes, user_name)
+SELECT event_team_id, %(name)s, %(hash)s, %(now)s, type, 'new', -1,
+       '', is_valid, is_to_ensemble, is_in_competition, notes, user_name
+FROM submissions WHERE id = %(template)s
+RETURNING id
+"""
+_COPY_FILES = """
+INSERT INTO submission_files (submission_id, workflow_element_id, submission_file_type_extension_id)
+SELECT %(new)s, workflow_element_id, submission_file_type_extension_id
+FROM submission_files WHERE submission_id = %(template)s
+"""
+_COPY_FOLDS = """
+INSERT INTO submission_on_cv_folds (submission_id, cv_fold_id, state)
+SELECT %(new)s, cv_fold_id, 'new' FROM submission_on_cv_folds WHERE submission_id = %(template)s ORDER BY id
+"""
+_COPY_SCORES = """
+INSERT INTO submission_scores (submission_id, event_score_type_id)
+SELECT %(new)s, event_score_type_id FROM submission_scores WHERE submission_id = %(template)s ORDER BY id
+"""
+_LINK_FOLD_SCORES = """
+INSERT INTO submission_score_on_cv_folds (submission_on_cv_fold_id, submission_score_id)
+SELECT f.id, s.id FROM submission_on_cv_folds f, submission_scores s
+WHERE f.submission_id = %(new)s AND s.submission_id = %(new)s
+ORDER BY f.id, s.id
+"""
+
+
+def submissions_path(conn, template_id: int) -> str:
+    """``events.path_ramp_submissions`` of the template submission's event."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT e.path_ramp_submissions FROM submissions s JOIN event_teams et ON et.id = s.event_team_id "
+            "JOIN events e ON e.id = et.event_id WHERE s.id = %s",
+            (template_id,),
+        )
+        return cur.fetchone()[0]
+
+
+def retire_seeded(conn, keep_new: tuple[str, ...] = ("starting_kit",)) -> None:
+    """Move the seeded submissions out of ``new`` (all but the sandbox), so only copies are trained."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT id FROM submissions WHERE state = 'new' AND name <> ALL(%s)", (list(keep_new),))
+        ids = [row[0] for row in cur.fetchall()]
+        cur.execute("UPDATE submissions SET state = 'scored' WHERE id = ANY(%s)", (ids,))
+        cur.execute("UPDATE submission_on_cv_folds SET state = 'scored' WHERE submission_id = ANY(%s)", (ids,))
+    conn.commit()
+
+
+def add_new_submissions(conn, template_id: int, count: int, prefix: str) -> tuple[list[int], float]:
+    """
+    Copy submission ``template_id`` ``count`` times (names ``<prefix><i>``) in state ``new``.
+
+    The folders are copied first, then every row is inserted in one transaction, so that all
+    the copies become ``new`` at the same instant. Returns their ids and that instant
+    (``time.time()`` right after the commit).
+    """
+    base = submissions_path(conn, template_id)
+    source = local_submission_dir(base, template_id)
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    ids = []
+    try:
+        with conn.cursor() as cur:
+            for i in range(count):
+                name = f"{prefix}{i}"[:20]
+                cur.execute(
+                    _COPY_SUBMISSION, {"name": name, "hash": uuid.uuid4().hex, "now": now, "template": template_id}
+                )
+                new = cur.fetchone()[0]
+                ids.append(new)
+                for statement in (_COPY_FILES, _COPY_FOLDS, _COPY_SCORES, _LINK_FOLD_SCORES):
+                    cur.execute(statement, {"new": new, "template": template_id})
+                # The folder must exist before the commit makes the submission visible to the loop.
+                shutil.copytree(source, local_submission_dir(base, new))
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        for new in ids:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(local_submission_dir(base, new))
+        raise
+    return ids, time.time()
+
+
+def remove_folders(conn, template_id: int, ids: list[int]) -> None:
+    """Delete the copied folders (the rows stay, in their final states)."""
+    base = submissions_path(conn, template_id)
+    for new in ids:
+        path = local_submission_dir(base, new)
+        if os.path.isdir(path):
+            shutil.rmtree(path)

@@ -1,0 +1,126 @@
+"""
+What the orchestrator costs while a batch runs: CPU seconds and memory of the Airflow processes,
+and how many worker slots its task instances hold, sampled from outside.
+
+- :class:`ProcessTrees`: every process in the process groups of the stack's components
+  (api-server, scheduler with its LocalExecutor workers and task processes and their ssh/rsync
+  children, triggerer, dag-processor). CPU seconds are exact over exited processes too: each
+  live process's own times plus those of the children it reaped.
+- :class:`Sampler`: a thread that, every ``interval`` seconds, counts task instances by state
+  in the metadata database (all running ones, and the sensors among them: a deferrable wait
+  holds a slot only while it starts or resumes), the submissions training in the RAMP database,
+  and the total RSS of the process trees; it keeps peaks and slot-seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+
+import psutil
+
+SENSOR_TASKS = ("wait_until_ready", "wait_for_training", "wait_for_new_submissions")
+
+
+class ProcessTrees:
+    """The processes of some process groups (one per stack component), found through /proc."""
+
+    def __init__(self, pgids: list[int]):
+        self.pgids = set(pgids)
+
+    def processes(self) -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, ProcessLookupError):
+                if os.getpgid(proc.pid) in self.pgids:
+                    found.append(proc)
+        return found
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for proc in self.processes():
+            with contextlib.suppress(psutil.Error):
+                t = proc.cpu_times()
+                total += t.user + t.system + t.children_user + t.children_system
+        return total
+
+    def rss_bytes(self) -> int:
+        total = 0
+        for proc in self.processes():
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total
+
+
+_TI_QUERY = """
+SELECT task_id, state, count(*) FROM task_instance
+WHERE state IN ('running', 'deferred', 'queued') GROUP BY task_id, state
+"""
+
+
+class Sampler(threading.Thread):
+    """Sample slots, trainings and memory until :meth:`stop`; read the results as attributes."""
+
+    def __init__(self, trees: ProcessTrees, airflow_conn, ramp_conn, interval: float = 0.5):
+        super().__init__(daemon=True)
+        self.trees, self.airflow_conn, self.ramp_conn, self.interval = trees, airflow_conn, ramp_conn, interval
+        self._stop_event = threading.Event()
+        self.samples = 0
+        self.peak_running = 0  # task instances in state running (each holds a worker slot)
+        self.peak_running_while_training = 0
+        self.peak_sensors_running = 0  # of which sensors
+        self.peak_deferred = 0
+        self.peak_rss = 0
+        self.running_slot_secs = 0.0
+        self.sensor_slot_secs = 0.0
+        self.deferred_secs = 0.0
+        self.error: BaseException | None = None
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=30)
+        if self.error:
+            raise self.error
+
+    def run(self) -> None:
+        last = time.monotonic()
+        try:
+            while not self._stop_event.is_set():
+                running, sensors, deferred = self._slots()
+                training = self._training()
+                rss = self.trees.rss_bytes()
+                now = time.monotonic()
+                dt, last = now - last, now
+                self.samples += 1
+                self.peak_running = max(self.peak_running, running)
+                if training:
+                    self.peak_running_while_training = max(self.peak_running_while_training, running)
+                self.peak_sensors_running = max(self.peak_sensors_running, sensors)
+                self.peak_deferred = max(self.peak_deferred, deferred)
+                self.peak_rss = max(self.peak_rss, rss)
+                self.running_slot_secs += running * dt
+                self.sensor_slot_secs += sensors * dt
+                self.deferred_secs += deferred * dt
+                self._stop_event.wait(self.interval)
+        except BaseException as err:  # reported by stop()
+            self.error = err
+
+    def _slots(self) -> tuple[int, int, int]:
+        running = sensors = deferred = 0
+        with self.airflow_conn.cursor() as cur:
+            cur.execute(_TI_QUERY)
+            for task_id, state, count in cur.fetchall():
+                if state == "running":
+                    running += count
+                    if task_id.rsplit(".", 1)[-1] in SENSOR_TASKS:
+                        sensors += count
+                elif state == "deferred":
+                    deferred += count
+        return running, sensors, deferred
+
+    def _training(self) -> int:
+        with self.ramp_conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM submissions WHERE state = 'training'")
+            return cur.fetchone()[0]
