@@ -84,3 +84,29 @@ def tail(path: str, n: int = 30) -> str:
             return "".join(f.readlines()[-n:])
     except OSError:
         return ""
+
+
+def process_table() -> list[tuple[int, int, int, str]]:
+    """``(pid, ppid, pgid, state)`` of every process, read from /proc (state ``Z``: a zombie)."""
+    table = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                # The command name, in parentheses, may hold spaces: split after its closing one.
+                state, ppid, pgid = f.read().rsplit(")", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        table.append((int(entry), int(ppid), int(pgid), state))
+    return table
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of ``pid``."""
+    return [child for child, ppid, _, _ in process_table() if ppid == pid]
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs of the live processes in process group ``pgid`` (zombies excluded)."""
+    return [member for member, _, group, state in process_table() if group == pgid and state != "Z"]

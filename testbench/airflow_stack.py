@@ -28,7 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from testbench._proc import free_port, tail, wait_until
+from testbench._proc import free_port, group_members, tail, wait_until
 
 DAGS_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ramp_airflow", "dags")
 AIRFLOW = os.path.join(os.path.dirname(sys.executable), "airflow")
@@ -250,22 +250,6 @@ def _q(part: str) -> str:
 def _signal_group(pgid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-
-
-def group_members(pgid: int) -> list[int]:
-    """PIDs of the live processes in process group ``pgid`` (read from /proc; zombies excluded)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
 
 
 def migrate(env: dict, timeout: float = 600) -> None:

@@ -22,7 +22,7 @@ import shutil
 import subprocess
 import tempfile
 
-from testbench._proc import free_port, stop_pid, tail, tcp_banner, wait_until
+from testbench._proc import children_of, free_port, stop_pid, tail, tcp_banner, wait_until
 
 USER = "ubuntu"
 RAMP_VENV_BIN = "/opt/ramp-airflow/ramp-venv/bin"
@@ -149,22 +149,6 @@ class SSHInstance:
 
     def log_tail(self, n: int = 40) -> str:
         return tail(os.path.join(self.base_dir, "sshd.log"), n)
-
-
-def children_of(pid: int) -> list[int]:
-    """Direct children of ``pid``, read from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry))
-    return found
 
 
 def _keygen(path: str, comment: str) -> str:

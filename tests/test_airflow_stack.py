@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from testbench._proc import wait_until
-from testbench.airflow_stack import group_members, running_airflow
+from testbench._proc import group_members, wait_until
+from testbench.airflow_stack import running_airflow
 from testbench.event_config import write_event_config
 
 FINAL = {"scored", "training_error"}

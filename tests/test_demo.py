@@ -9,8 +9,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from testbench._proc import pid_alive
-from testbench.airflow_stack import group_members
+from testbench._proc import group_members, pid_alive
 
 REPO = Path(__file__).resolve().parent.parent
 TIMEOUT = 900

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from testbench import netguard
-from testbench._proc import pid_alive, wait_until
-from testbench.airflow_stack import group_members, running_airflow
+from testbench._proc import group_members, pid_alive, wait_until
+from testbench.airflow_stack import running_airflow
 from testbench.demo.report import Progress, leaderboard
 from testbench.ec2 import running_ec2
 from testbench.event_config import write_event_config
