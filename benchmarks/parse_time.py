@@ -37,7 +37,7 @@ from import_breakdown import importtime_breakdown
 REPO = Path(__file__).resolve().parent.parent
 DAG_FILE = REPO / "ramp_airflow" / "dags" / "ramp_training.py"
 PYTHON = sys.executable
-MODES = ("airflow", "split", "lazy-deps", "no-params")
+MODES = ("airflow", "split")
 
 
 # --------------------------------------------------------------------------------------------
@@ -67,12 +67,6 @@ def _refuse_connections() -> list[str]:
     return attempts
 
 
-# What the "lazy-deps" variant imports before the parse: the hooks and the libraries behind them
-# (amazon provider + boto3, paramiko, postgres provider), i.e. what a parse would no longer pay
-# if operators, sensors and triggers imported their hooks only when they run.
-_HOOK_MODULES = ("ramp_airflow.hooks.ec2", "ramp_airflow.hooks.instance_ssh", "ramp_airflow.hooks.ramp_database")
-
-
 def child(mode: str) -> None:
     import importlib
 
@@ -85,17 +79,8 @@ def child(mode: str) -> None:
     from airflow.serialization.serialized_objects import DagSerialization
 
     t2 = time.perf_counter()
-    before_parse = {
-        "airflow": (),
-        "split": ("ramp_airflow.dag_factory",),
-        "lazy-deps": _HOOK_MODULES,
-        "no-params": ("ramp_airflow.dag_factory",),
-    }[mode]
-    for module in before_parse:
-        importlib.import_module(module)
-    if mode == "no-params":
-        # The proposed change's effect: no trigger-form params copied onto every task.
-        importlib.import_module("ramp_airflow.dag_factory.training")._PARAMS = {}
+    if mode == "split":
+        importlib.import_module("ramp_airflow.dag_factory")
     t3 = time.perf_counter()
     sys.stderr.write("PARSE-TIME-MARK\n")
     sys.stderr.flush()
@@ -223,8 +208,7 @@ def main() -> None:
         print()
         header = (
             f"{'configs':>7} {'DAGs':>5} {'import airflow':>14} {'parse (ours)':>12} {'serialize':>9} "
-            f"{'parse+ser.':>10} {'RSS MiB':>7} | {'ours: imports':>13} {'ours: build':>11} "
-            f"{'lazy hooks: parse':>17} {'no params: ser.':>15}"
+            f"{'parse+ser.':>10} {'RSS MiB':>7} | {'ours: imports':>13} {'ours: build':>11}"
         )
         print(header)
         print("-" * len(header))
@@ -243,8 +227,7 @@ def main() -> None:
                 f"{count:>7} {full[0]['dags']:>5} {median(full, 'import_airflow'):>14.3f} "
                 f"{median(full, 'parse'):>12.3f} {median(full, 'serialize'):>9.3f} {both:>10.3f} "
                 f"{median(full, 'max_rss_mib'):>7.0f} | {median(runs['split'], 'pre_imported'):>13.3f} "
-                f"{median(runs['split'], 'parse'):>11.3f} {median(runs['lazy-deps'], 'parse'):>17.3f} "
-                f"{median(runs['no-params'], 'serialize'):>15.3f}"
+                f"{median(runs['split'], 'parse'):>11.3f}"
             )
         print()
         print("parse (ours): BundleDagBag on the DAG file in a process that has Airflow's parsing machinery")
@@ -252,9 +235,6 @@ def main() -> None:
         print("  imports + loading the configs + building the DAGs. serialize: DagSerialization.to_dict of")
         print("  every DAG, which the processor does next. parse+ser.: the file's processing time.")
         print("ours: imports = `import ramp_airflow.dag_factory` alone; ours: build = the parse after it.")
-        print("lazy hooks: parse = the parse with ramp_airflow's hooks (amazon provider, boto3, paramiko,")
-        print("  postgres provider) already imported: what it costs once operators import hooks lazily.")
-        print("no params: ser. = serialize with the training DAG's trigger-form params removed.")
         if args.importtime:
             count = args.importtime
             if count not in env_for:

@@ -21,7 +21,8 @@ import time
 
 import psutil
 
-SENSOR_TASKS = ("wait_until_ready", "wait_for_training", "wait_for_new_submissions")
+# The tasks that wait deferred (wait_until_ready: the task layout before issue 8).
+SENSOR_TASKS = ("launch_instance", "wait_until_ready", "wait_for_training", "wait_for_new_submissions")
 
 
 class ProcessTrees:

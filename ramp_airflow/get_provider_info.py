@@ -31,7 +31,6 @@ def get_provider_info() -> dict:
             "operators.fetch",
             "operators.ramp_database",
             "operators.event_hook",
-            "operators.training_outcome",
         ),
         "sensors": _modules("sensors.ec2", "sensors.training", "sensors.new_submissions"),
         "triggers": _modules("triggers.ec2", "triggers.training", "triggers.new_submissions"),

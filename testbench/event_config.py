@@ -11,7 +11,8 @@ import yaml
 def write_event_config(path: Path, ramp_db, instance, ec2, **aws_overrides: Any) -> Path:
     """
     Write a config for the bench event: its RAMP database, the moto AMI and key pair, the sshd
-    instance and short poll intervals; ``aws_overrides`` replace or add ``aws`` fields.
+    instance and short poll intervals; ``aws_overrides`` replace or add ``aws`` fields, and an
+    override of None leaves the field out (its default applies).
     """
     work = path.parent
     aws = {
@@ -32,6 +33,7 @@ def write_event_config(path: Path, ramp_db, instance, ec2, **aws_overrides: Any)
         "ssh_port": instance.port,
     }
     aws.update(aws_overrides)
+    aws = {field: value for field, value in aws.items() if value is not None}
     config = {
         "sqlalchemy": ramp_db.sqlalchemy_config,
         "ramp": {"event_name": ramp_db.event},

@@ -107,6 +107,72 @@ def test_launch_failures_leave_nothing_running(ec2, dag, run_id):
     assert live(ec2, run_id) == []
 
 
+class PushedXComs(dict):
+    """Stands in for the task instance of a context: records what a task pushes."""
+
+    def xcom_push(self, key, value):
+        self[key] = value
+
+
+def test_launch_waiting_for_ready_defers_then_pushes_the_ssh_address(ec2, dag, run_id):
+    operator = launch_operator(ec2, wait_for_ready=True, check_interval=0.2, ready_timeout=60)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({"run_id": run_id})
+    assert deferred.value.method_name == "execute_complete"
+    classpath, kwargs = deferred.value.trigger.serialize()
+    (instance_id,) = live(ec2, run_id)
+    assert classpath.endswith("InstanceReadyTrigger") and kwargs["instance_id"] == instance_id
+
+    ec2.set_status_delay(1)
+    try:
+        event = asyncio.run(first_event(InstanceReadyTrigger(**kwargs)))
+    finally:
+        ec2.set_status_delay(0)
+    pushed = PushedXComs()
+    assert operator.execute_complete({"run_id": run_id, "ti": pushed}, event.payload) == instance_id
+    assert pushed == {"address": "127.0.0.1"}
+
+
+def test_launch_waiting_without_deferring_polls_until_ready(ec2, dag, run_id):
+    operator = launch_operator(ec2, wait_for_ready=True, check_interval=0.2, ready_timeout=60, deferrable=False)
+    pushed = PushedXComs()
+    ec2.set_status_delay(1)
+    try:
+        instance_id = operator.execute({"run_id": run_id, "ti": pushed})
+    finally:
+        ec2.set_status_delay(0)
+    assert live(ec2, run_id) == [instance_id] and pushed == {"address": "127.0.0.1"}
+
+
+def test_launch_terminates_an_instance_that_never_gets_ready(ec2, dag, run_id):
+    operator = launch_operator(ec2, wait_for_ready=True, check_interval=0.1, ready_timeout=0.3, deferrable=False)
+    ec2.set_status_delay(3600)
+    try:
+        with pytest.raises(AirflowException, match=r"not ready after 0s .* raise aws.instance_ready_timeout_secs"):
+            operator.execute({"run_id": run_id, "ti": PushedXComs()})
+        # The triggerer's verdict that the instance went away: terminated too, the task fails.
+        operator.ready_timeout, operator.deferrable = 60, True
+        with pytest.raises(TaskDeferred):
+            operator.execute({"run_id": f"{run_id}-2"})
+        (instance_id,) = live(ec2, f"{run_id}-2")
+        event = {"status": "gone", "instance_id": instance_id, "message": "state stopped"}
+        with pytest.raises(AirflowException, match=f"Instance {instance_id} stopped or disappeared"):
+            operator.execute_complete({"run_id": f"{run_id}-2", "ti": PushedXComs()}, event)
+    finally:
+        ec2.set_status_delay(0)
+    assert live(ec2, run_id) == [] and live(ec2, f"{run_id}-2") == []
+
+
+def test_launch_leaves_an_existing_instance_that_never_gets_ready_running(ec2, dag, run_id):
+    existing = ec2.launch()["InstanceId"]
+    operator = launch_operator(ec2, existing_instance_id=existing, wait_for_ready=True)
+    event = {"status": "timeout", "instance_id": existing, "message": "status initializing"}
+    with pytest.raises(AirflowException, match="not ready"):
+        operator.execute_complete({"run_id": run_id, "ti": PushedXComs()}, event)
+    assert state_of(ec2, existing) == "running"
+    ec2.client().terminate_instances(InstanceIds=[existing])
+
+
 def test_ready_sensor_defers_then_pushes_the_ssh_address(ec2, dag, run_id):
     instance_id = launch_operator(ec2).execute({"run_id": run_id})
     sensor = InstanceReadySensor(task_id="ready", instance_id=instance_id, poke_interval=0.2, timeout=60)

@@ -66,10 +66,10 @@ def start(instance, sid, path, **kwargs):
     return op.execute({})
 
 
-def watch(instance, sid, host_key, timeout=120, **kwargs):
+def watch(instance, sid, host_key, timeout=120, poll_interval=0.5, **kwargs):
     """Run the trigger as the triggerer would, bounded; return its single event's payload."""
     trigger = TrainingFinishedTrigger(
-        submission_id=sid, host_key=host_key, poll_interval=0.5, **ssh_kwargs(instance), **kwargs
+        submission_id=sid, host_key=host_key, poll_interval=poll_interval, **ssh_kwargs(instance), **kwargs
     )
 
     async def first_event():
@@ -185,6 +185,19 @@ def test_timeout_kills_the_process_group(instance, submission):
     assert pgid == started["pid"]
     with pytest.raises(ProcessLookupError):
         os.killpg(pgid, 0)
+
+
+def test_the_end_and_the_timeout_are_seen_before_the_next_poll(instance, submission):
+    """Each poll waits on the instance: a poll interval far longer than the bound is never waited out."""
+    sid, path, _ = submission(estimator=SLOW_ESTIMATOR.format(secs=2))
+    started = start(instance, sid, path)
+    event = watch(instance, sid, started["host_key"], timeout=60, poll_interval=3600)
+    assert event["result"] == {"outcome": "finished", "exit_code": 0}
+
+    sid, path, _ = submission(estimator=SLOW_ESTIMATOR.format(secs=600))
+    started = start(instance, sid, path)
+    event = watch(instance, sid, started["host_key"], timeout=60, poll_interval=3600, training_timeout_secs=1.0)
+    assert event["result"]["outcome"] == "timeout" and event["result"]["after_secs"] > 1.0
 
 
 def test_a_retried_start_does_not_start_a_second_training(instance, submission):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import threading
 import time
 
@@ -172,18 +174,29 @@ def test_sandbox_is_refused(event, ec2, capfd):
     assert event.submission(sandbox)["state"] == "new"
 
 
-def test_lost_instance_is_replaced(event, ec2, instance):
+def test_lost_instance_is_replaced(event, ec2, instance, tmp_path, monkeypatch):
     """sshd goes away and EC2 terminates the instance mid-training: attempt 2 trains on a new one."""
+    from ramp_airflow.dag_factory import event_dags
+
+    # Every training sleeps first, long enough for its instance to be lost meanwhile.
+    slow = "bash -c 'sleep 5; exec ramp-test \"$@\"' ramp-test"
+    config = write_event_config(tmp_path / "slow.yml", event.db, instance, ec2, training_command=slow)
+    monkeypatch.setenv("RAMP_AIRFLOW_CONFIG_DIR", str(config))
+    training = event_dags(config)[f"ramp_train_{event.db.event}"]
     submission_id = event.db.submissions["random_forest"]
+    job = os.path.join(instance.kit_dir, "submissions", f"submission_{submission_id:09d}", "training_job")
+    shutil.rmtree(job, ignore_errors=True)  # an earlier test's record
     earlier = instances_of(ec2, submission_id)
     failures = []
 
     def lose_the_first_instance():
         try:
-            wait_for(lambda: event.submission(submission_id)["state"] == "training", "training to start")
+            wait_for(lambda: os.path.exists(os.path.join(job, "pid")), "training to start")
             (first,) = instances_of(ec2, submission_id, earlier)
-            instance.stop()
             ec2.client().terminate_instances(InstanceIds=[first])
+            # A terminated machine takes its open connections with it (the watch's among them).
+            instance.drop_connections()
+            instance.stop()
             wait_for(lambda: len(instances_of(ec2, submission_id, earlier)) == 2, "a second instance")
         except Exception as err:  # reported by the test below
             failures.append(err)
@@ -193,14 +206,15 @@ def test_lost_instance_is_replaced(event, ec2, instance):
     saboteur = threading.Thread(target=lose_the_first_instance)
     saboteur.start()
     try:
-        dag_run = event.training.test(run_conf={"submission_id": submission_id})
+        dag_run = training.test(run_conf={"submission_id": submission_id})
     finally:
         saboteur.join(timeout=120)
     assert not failures, failures
 
     states = task_states(dag_run)
     assert dag_run.state == "success", states
-    assert states["attempt_1.fetch_results"] == "skipped" and states["attempt_2.fetch_results"] == "success"
+    assert states["attempt_1.wait_for_training"] == "skipped" and states["attempt_2.wait_for_training"] == "success"
+    assert states["attempt_1.terminate_instance"] == "success"
     assert event.submission(submission_id)["state"] == "scored"
     assert sorted(instances_of(ec2, submission_id, earlier).values()) == ["terminated", "terminated"]
 

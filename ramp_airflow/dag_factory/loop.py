@@ -1,4 +1,4 @@
-"""The per-event loop DAG: find new submissions, claim them, start one training run for each."""
+"""The per-event loop DAG: wait for new submissions and claim them, start one training run for each."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import DAG
 
 from ramp_airflow.config import EventConfig
-from ramp_airflow.dag_factory.arguments import aws_arguments, database_arguments
-from ramp_airflow.dag_factory.training import SENSOR_RETRIES, training_dag_id
+from ramp_airflow.dag_factory.arguments import aws_arguments
+from ramp_airflow.dag_factory.training import DEFERRAL_RETRIES, training_dag_id
 from ramp_airflow.operators.ec2 import SweepOrphanInstancesOperator
-from ramp_airflow.operators.ramp_database import ClaimNewSubmissionsOperator
 from ramp_airflow.sensors.new_submissions import NewSubmissionsSensor
 
-# A loop run waits this many loop intervals for a new submission before making way for the next.
-_WAIT_INTERVALS = 10
+# How long a loop run waits for a new submission before making way for the next (and its sweep):
+# a fixed time, not a number of polls, so that short polls do not restart tasks every few seconds.
+LOOP_RUN_WAIT_SECS = 600
 
 
 def loop_dag_id(event_name: str) -> str:
@@ -40,25 +40,19 @@ def build_loop_dag(config: EventConfig) -> DAG:
         SweepOrphanInstancesOperator(
             task_id="sweep_orphan_instances", event_name=config.event_name, **aws_arguments(config)
         )
-        wait = NewSubmissionsSensor(
+        claim = NewSubmissionsSensor(
             task_id="wait_for_new_submissions",
-            **SENSOR_RETRIES,
+            **DEFERRAL_RETRIES,
             event_name=config.event_name,
+            max_concurrent=aws.max_concurrent_instances,
             postgres_conn_id=config.database.postgres_conn_id,
             config_path=config.path,
             poke_interval=interval,
-            timeout=interval * _WAIT_INTERVALS,
+            timeout=max(LOOP_RUN_WAIT_SECS, 10 * interval),
         )
-        claim = ClaimNewSubmissionsOperator(
-            task_id="claim_new_submissions",
-            training_dag_id=training_dag_id(config.event_name),
-            max_concurrent=aws.max_concurrent_instances,
-            **database_arguments(config),
-        )
-        trigger = TriggerDagRunOperator.partial(
+        TriggerDagRunOperator.partial(
             task_id="trigger_training",
             trigger_dag_id=training_dag_id(config.event_name),
             skip_when_already_exists=True,
         ).expand_kwargs(claim.output)
-        wait >> claim >> trigger
     return dag

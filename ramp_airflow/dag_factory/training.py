@@ -1,11 +1,15 @@
 """
 The per-event training DAG: one run trains one submission.
 
-claim -> [attempt: launch -> ready -> upload+train -> finished -> fetch] -> record -> hooks,
-with every attempt's instance terminated as a teardown whatever failed before it. An attempt
-whose instance is lost during training is followed by another on a new instance, up to
-``instance_retries`` times. Each attempt fetches its own results, so that no task outside an
-attempt lies between that attempt's launch (setup) and terminate (teardown).
+claim -> [attempt: launch and wait until ready -> upload+train (-> mark training) -> wait for
+the end and fetch] -> record -> hooks, with every attempt's instance terminated as a teardown
+whatever failed before it. An attempt whose instance is lost during training is skipped and
+followed by another on a new instance, up to ``instance_retries`` times; the last attempt's
+loss is recorded as a platform failure.
+
+Each step that waits (the boot, the training) is one deferrable task that does the work around
+its wait itself: every task start costs seconds of scheduling, and the ones between launch and
+termination are billed.
 """
 
 from __future__ import annotations
@@ -13,13 +17,13 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
+from airflow.sdk import DAG, TaskGroup, TriggerRule
 
 from ramp_airflow.config import EventConfig
 from ramp_airflow.dag_factory.arguments import aws_arguments, database_arguments, ssh_arguments
+from ramp_airflow.dag_factory.run_form import add_run_form
 from ramp_airflow.operators.ec2 import LaunchInstanceOperator, TerminateInstanceOperator
 from ramp_airflow.operators.event_hook import RunEventHookOperator
-from ramp_airflow.operators.fetch import FetchResultsOperator
 from ramp_airflow.operators.ramp_database import (
     ClaimSubmissionOperator,
     FinalizeSubmissionOperator,
@@ -27,15 +31,13 @@ from ramp_airflow.operators.ramp_database import (
     RecordResultsOperator,
 )
 from ramp_airflow.operators.train import RsyncTrainOperator
-from ramp_airflow.operators.training_outcome import TrainingOutcomeBranchOperator
-from ramp_airflow.sensors.ec2 import InstanceReadySensor
 from ramp_airflow.sensors.training import TrainingFinishedSensor
 from ramp_airflow.utils.submission_states import SCORED, TRAINING_ERROR
 
 CLAIM = "claim_submission"
 # Airflow 3.3.2 can fail a deferred task whose trigger fires before the scheduler has recorded
-# the deferral (apache/airflow#72716); waiting again is harmless, so the sensors retry.
-SENSOR_RETRIES = {"retries": 2, "retry_delay": datetime.timedelta(seconds=5)}
+# the deferral (apache/airflow#72716); waiting again is harmless, so the deferring tasks retry.
+DEFERRAL_RETRIES = {"retries": 2, "retry_delay": datetime.timedelta(seconds=5)}
 SUBMISSION = f"ti.xcom_pull(task_ids='{CLAIM}')"
 
 
@@ -50,32 +52,11 @@ def training_attempt(ti, attempts: int) -> dict[str, Any]:
     Registered as a DAG macro so that the recording task can template from it.
     """
     for number in range(attempts, 0, -1):
-        group = f"attempt_{number}"
-        outcome = ti.xcom_pull(task_ids=f"{group}.wait_for_training")
+        outcome = ti.xcom_pull(task_ids=f"attempt_{number}.wait_for_training")
         if outcome:
-            return {"outcome": outcome, "result": ti.xcom_pull(task_ids=f"{group}.fetch_results")}
+            outcome = dict(outcome)
+            return {"result": outcome.pop("result", None), "outcome": outcome}
     raise LookupError("no training attempt of this run reached an outcome")
-
-
-_PARAMS = {
-    "submission_id": Param(
-        None,
-        type=["null", "integer"],
-        minimum=1,
-        title="Submission id",
-        description="The submission to train (submissions.id). Or leave empty and give team and name.",
-    ),
-    "team": Param(None, type=["null", "string"], title="Team", description="The submission's team, with its name."),
-    "name": Param(
-        None, type=["null", "string"], maxLength=20, title="Submission name", description="The submission's name."
-    ),
-    "instance_id": Param(
-        None,
-        type=["null", "string"],
-        title="Existing instance id",
-        description="Train on this running EC2 instance (i-...) instead of launching one; it is left running.",
-    ),
-}
 
 
 def build_training_dag(config: EventConfig) -> DAG:
@@ -94,26 +75,19 @@ def build_training_dag(config: EventConfig) -> DAG:
         max_active_runs=aws.max_concurrent_instances,
         # It only ever runs when triggered (by a person or the loop), so it starts unpaused.
         is_paused_upon_creation=False,
-        params=_PARAMS,
         render_template_as_native_obj=True,
         user_defined_macros={"training_attempt": training_attempt},
         tags=["ramp", config.event_name],
         doc_md=__doc__,
     ) as dag:
         claim = ClaimSubmissionOperator(task_id=CLAIM, **db)
-        # Both follow whichever attempt got that far; the other attempts' tasks are skipped.
+        # It follows whichever attempt got that far; the other attempts' tasks are skipped.
         record = RecordResultsOperator(
             task_id="record_results",
             submission_id=submission_id,
             outcome=f"{{{{ training_attempt(ti, {attempts})['outcome'] }}}}",
             result=f"{{{{ training_attempt(ti, {attempts})['result'] }}}}",
-            trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
-            **db,
-        )
-        give_up = FinalizeSubmissionOperator(
-            task_id="give_up",
-            submission=f"{{{{ {SUBMISSION} }}}}",
-            message=f"The EC2 instance was lost during training {attempts} time(s) (terminated or reclaimed).",
+            lost_message=f"The EC2 instance was lost during training {attempts} time(s) (terminated or reclaimed).",
             trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
             **db,
         )
@@ -123,6 +97,9 @@ def build_training_dag(config: EventConfig) -> DAG:
             with TaskGroup(group, tooltip=f"Training attempt {number} of {attempts}"):
                 launch = LaunchInstanceOperator(
                     task_id="launch_instance",
+                    **DEFERRAL_RETRIES,
+                    # A later attempt runs only when the one before lost its instance (and skipped).
+                    trigger_rule=TriggerRule.ALL_SUCCESS if number == 1 else TriggerRule.ALL_SKIPPED,
                     submission_id=submission_id,
                     event_name=config.event_name,
                     instance_type=aws.instance_type,
@@ -134,64 +111,49 @@ def build_training_dag(config: EventConfig) -> DAG:
                     use_spot_instance=aws.use_spot_instance,
                     spot_wait_secs=aws.spot_wait_secs,
                     existing_instance_id=f"{{{{ {SUBMISSION}['instance_id'] }}}}",
+                    wait_for_ready=True,
+                    check_interval=aws.check_status_interval_secs,
+                    ready_timeout=aws.instance_ready_timeout_secs,
                     **aws_kwargs,
                 )
-                ready = InstanceReadySensor(
-                    task_id="wait_until_ready",
-                    **SENSOR_RETRIES,
-                    instance_id=launch.output,
-                    poke_interval=aws.check_status_interval_secs,
-                    timeout=aws.instance_ready_timeout_secs,
-                    **aws_kwargs,
-                )
+                address = f"{{{{ ti.xcom_pull(task_ids='{group}.launch_instance', key='address') }}}}"
                 train = RsyncTrainOperator(
                     task_id="upload_and_train",
                     submission_id=submission_id,
-                    address=ready.output,
+                    address=address,
                     ramp_submissions_path=f"{{{{ {SUBMISSION}['path_ramp_submissions'] }}}}",
                     training_command=aws.training_command,
                     memory_profiling=aws.memory_profiling,
                     **ssh_kwargs,
                 )
-                host_key = f"{{{{ ti.xcom_pull(task_ids='{group}.upload_and_train')['host_key'] }}}}"
+                # Beside the wait, not before it: the database is updated while the training runs.
                 mark_training = MarkTrainingOperator(task_id="mark_training", submission_id=submission_id, **db)
                 finished = TrainingFinishedSensor(
                     task_id="wait_for_training",
-                    **SENSOR_RETRIES,
+                    **DEFERRAL_RETRIES,
                     submission_id=submission_id,
-                    address=ready.output,
-                    host_key=host_key,
+                    address=address,
+                    host_key=f"{{{{ ti.xcom_pull(task_ids='{group}.upload_and_train')['host_key'] }}}}",
                     poke_interval=aws.check_finished_training_interval_secs,
                     training_timeout_secs=aws.training_timeout_secs,
                     instance_id=launch.output,
                     aws_params=aws_kwargs,
-                    **ssh_kwargs,
-                )
-                fetch = FetchResultsOperator(
-                    task_id="fetch_results",
-                    submission_id=submission_id,
-                    address=ready.output,
-                    host_key=host_key,
                     local_predictions_folder=aws.local_predictions_folder,
                     local_log_folder=aws.local_log_folder,
                     expected_folds=f"{{{{ {SUBMISSION}['n_folds'] }}}}",
+                    skip_when_lost=number < attempts,
                     **ssh_kwargs,
-                )
-                decide = TrainingOutcomeBranchOperator(
-                    task_id="decide",
-                    outcome=finished.output,
-                    fetch_task_id=fetch.task_id,
-                    retry_task_id=f"attempt_{number + 1}.launch_instance" if number < attempts else None,
-                    give_up_task_id=give_up.task_id,
                 )
                 terminate = TerminateInstanceOperator(
                     task_id="terminate_instance", instance_id=launch.output, **aws_kwargs
                 )
-                previous >> launch >> ready >> train >> mark_training >> finished >> decide >> [fetch, give_up]
-                fetch >> [record, terminate.as_teardown(setups=launch, on_failure_fail_dagrun=True)]
+                previous >> launch >> train >> [mark_training, finished]
+                finished >> terminate.as_teardown(setups=launch, on_failure_fail_dagrun=True)
                 if "start_training" in config.hooks and number == 1:
                     mark_training >> _hook_task(config, "start_training", None)
-            previous = decide
+            # Recording waits for the mark too, so that a quick training is never marked after it.
+            [mark_training, finished] >> record
+            previous = finished
 
         for hook_name, state in (("successful_training", SCORED), ("failed_training", TRAINING_ERROR)):
             if hook_name in config.hooks:
@@ -203,8 +165,8 @@ def build_training_dag(config: EventConfig) -> DAG:
             trigger_rule=TriggerRule.ALL_DONE,
             **db,
         )
-        [record, give_up] >> ensure_final
-    return dag
+        record >> ensure_final
+    return add_run_form(dag)
 
 
 def _hook_task(config: EventConfig, hook_name: str, only_if_state: str | None, recorded_state: Any = None):

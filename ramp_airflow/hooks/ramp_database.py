@@ -80,6 +80,24 @@ class RampDatabaseHook(PostgresHook):
         with self._transaction() as cur:
             return sql.fetch_submissions(cur, f"{sql.READY} {sql.OLDEST_FIRST}", (event_name,))
 
+    def room_for_training(self, event_name: str, max_in_flight: int) -> int:
+        """
+        How many of the event's new submissions can be claimed now: no more than are waiting, and
+        no more than leave at most ``max_in_flight`` of them ``sent_to_training`` or ``training``.
+
+        :param event_name: the RAMP event (``events.name``).
+        :param max_in_flight: the cap on trainings at once (``aws.max_concurrent_instances``).
+        """
+        with self._transaction() as cur:
+            cur.execute(sql.IN_FLIGHT_COUNT, (event_name, list(states.IN_FLIGHT)))
+            in_flight = cur.fetchone()[0]
+            if in_flight >= max_in_flight:
+                return 0
+            waiting = sql.fetch_submissions(
+                cur, f"{sql.READY} {sql.OLDEST_FIRST} LIMIT %s", (event_name, max_in_flight)
+            )
+        return min(len(waiting), max_in_flight - in_flight)
+
     def get_submission(self, submission_id: int) -> dict:
         """
         One submission by id.

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import datetime
+import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
 from airflow.sdk.api.client import ServerResponseError
 from airflow.sdk.exceptions import AirflowRuntimeError
 
-from ramp_airflow.utils import ec2_tags
-from ramp_airflow.utils.ec2_lifecycle import orphan_reason
+from ramp_airflow.triggers.ec2 import InstanceReadyTrigger
+from ramp_airflow.utils import ec2_lifecycle, ec2_tags
 from ramp_airflow.utils.ec2_mixins import RampEc2HookMixin
 
 if TYPE_CHECKING:
@@ -43,6 +44,12 @@ class LaunchInstanceOperator(RampEc2HookMixin, BaseOperator):
     (a timeout, a kill) after EC2 created the instance, the task terminates it. With
     ``existing_instance_id`` nothing is launched: that instance is checked and its id pushed.
 
+    With ``wait_for_ready``, the task then waits until the instance runs with its status checks
+    passed (in the triggerer when ``deferrable``) and also pushes its SSH address (XCom key
+    ``address``): one task instead of a launch and an :class:`InstanceReadySensor`, which saves
+    a task start, billed, before every training. An instance that will not become ready is
+    terminated (unless it was an existing one) and the task fails.
+
     :param submission_id: the RAMP submission to train (templated)
     :param event_name: the RAMP event (``ramp.event_name``)
     :param instance_type: ``aws.instance_type``
@@ -54,6 +61,10 @@ class LaunchInstanceOperator(RampEc2HookMixin, BaseOperator):
     :param use_spot_instance: ``aws.use_spot_instance``
     :param spot_wait_secs: ``aws.spot_wait_secs``: how long to try spot before launching on demand
     :param existing_instance_id: train on this instance instead (templated); it is left running
+    :param wait_for_ready: wait until the instance is ready to train on
+    :param check_interval: seconds between two readiness checks (``aws.check_status_interval_secs``)
+    :param ready_timeout: seconds to wait for readiness at most (``aws.instance_ready_timeout_secs``)
+    :param deferrable: wait in the triggerer, holding no worker slot
     """
 
     template_fields: Sequence[str] = ("submission_id", "existing_instance_id")
@@ -73,6 +84,10 @@ class LaunchInstanceOperator(RampEc2HookMixin, BaseOperator):
         use_spot_instance: bool = False,
         spot_wait_secs: float = 120,
         existing_instance_id: str | None = None,
+        wait_for_ready: bool = False,
+        check_interval: float = 5,
+        ready_timeout: float = 900,
+        deferrable: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -87,9 +102,57 @@ class LaunchInstanceOperator(RampEc2HookMixin, BaseOperator):
         self.use_spot_instance = use_spot_instance
         self.spot_wait_secs = spot_wait_secs
         self.existing_instance_id = existing_instance_id
+        self.wait_for_ready = wait_for_ready
+        self.check_interval = check_interval
+        self.ready_timeout = ready_timeout
+        self.deferrable = deferrable
 
     def execute(self, context: Context) -> str:
-        submission_id = _submission_id(self.submission_id)
+        instance_id = self._existing_instance() or self._launch(context)
+        if not self.wait_for_ready:
+            return instance_id
+        if not self.deferrable:
+            deadline = time.monotonic() + self.ready_timeout
+            while (verdict := self.hook.get_readiness(instance_id))[0] == ec2_lifecycle.WAITING:
+                self.log.info("Instance %s: %s", instance_id, verdict[1])
+                if time.monotonic() > deadline:
+                    verdict = (ec2_lifecycle.TIMEOUT, verdict[1])
+                    break
+                time.sleep(self.check_interval)
+            return self._ready(context, instance_id, *verdict)
+        self.defer(
+            trigger=InstanceReadyTrigger(
+                instance_id=instance_id,
+                poll_interval=self.check_interval,
+                deadline=time.time() + self.ready_timeout,
+                aws_params=self.aws_params,
+            ),
+            method_name="execute_complete",
+            # A hard bound in case the triggerer itself stalls; the trigger times out first.
+            timeout=datetime.timedelta(seconds=self.ready_timeout + self.check_interval),
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
+        if not event or not event.get("instance_id"):
+            raise AirflowException(f"Unexpected event while waiting for the instance to be ready: {event!r}")
+        return self._ready(context, event["instance_id"], event["status"], event["message"])
+
+    def _ready(self, context: Context, instance_id: str, verdict: str, description: str) -> str:
+        """Push the address of a ready instance; else terminate what this run launched, and fail."""
+        self.log.info("Instance %s: %s", instance_id, description)
+        error = ec2_lifecycle.unready_error(instance_id, verdict, description, self.ready_timeout)
+        if error:
+            if not _given(self.existing_instance_id):
+                # Its teardown will not run: Airflow tears down only what a setup that succeeded set up.
+                try:
+                    self.hook.terminate_instance(instance_id)
+                except Exception:
+                    self.log.exception("Could not terminate %s; the orphan sweep will", instance_id)
+            raise AirflowException(error)
+        context["ti"].xcom_push(key="address", value=self.hook.get_ssh_address(instance_id))
+        return instance_id
+
+    def _existing_instance(self) -> str | None:
         existing_id = _given(self.existing_instance_id)
         if existing_id:
             instance = self.hook.describe_instance(existing_id)
@@ -100,7 +163,10 @@ class LaunchInstanceOperator(RampEc2HookMixin, BaseOperator):
                     "give the id of a running instance, or none to launch one."
                 )
             self.log.info("Training on the existing instance %s (%s); it will be left running", existing_id, state)
-            return existing_id
+        return existing_id
+
+    def _launch(self, context: Context) -> str:
+        submission_id = _submission_id(self.submission_id)
         image_id = self.hook.resolve_image(self.ami_image_id, self.ami_image_name, self.ami_owners)
         launch = dict(submission_id=submission_id, dag_id=self.dag_id, run_id=context["run_id"], task_id=self.task_id)
         try:
@@ -187,7 +253,7 @@ class SweepOrphanInstancesOperator(RampEc2HookMixin, BaseOperator):
             except _STATE_ERRORS as err:
                 self.log.warning("Leaving %s alone: the state of its run cannot be read now (%s)", instance_id, err)
                 continue
-            reason = orphan_reason(tags, instance["LaunchTime"], now, run_state, self.grace_period_secs)
+            reason = ec2_lifecycle.orphan_reason(tags, instance["LaunchTime"], now, run_state, self.grace_period_secs)
             if reason is None:
                 self.log.info("Keeping instance %s (run state %s)", instance_id, run_state)
                 continue

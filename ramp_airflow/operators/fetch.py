@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from collections.abc import Sequence
@@ -16,6 +17,8 @@ from ramp_airflow.utils.training_results import parse_training_results
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from ramp_airflow.hooks.instance_ssh import InstanceSSHHook
 
 
 class FetchResultsOperator(InstanceMixin, BaseOperator):
@@ -43,33 +46,51 @@ class FetchResultsOperator(InstanceMixin, BaseOperator):
         self.expected_folds = expected_folds
 
     def execute(self, context: Context) -> dict:
-        submission_id = self.submission
-        kit = self.remote_ramp_kit_folder
-        hook = self.instance_hook()
-        remote_sub = layout.remote_submission_dir(kit, submission_id)
-        predictions = layout.local_predictions_dir(self.local_predictions_folder, submission_id)
-        log_dir = layout.local_log_dir(self.local_log_folder, submission_id)
-        existing = set(
-            hook.check_run(rc.existing_outputs_command(kit, submission_id), "listing the training output").split()
+        return fetch_training_results(
+            self.instance_hook(),
+            self.remote_ramp_kit_folder,
+            self.submission,
+            self.local_predictions_folder,
+            self.local_log_folder,
+            int(self.expected_folds),
+            self.log,
         )
-        os.makedirs(log_dir, exist_ok=True)
-        downloads = {
-            layout.TRAINING_OUTPUT: (f"{remote_sub}/{layout.TRAINING_OUTPUT}/", predictions + "/"),
-            layout.LOG_FILE: (f"{remote_sub}/{layout.LOG_FILE}", os.path.join(log_dir, layout.LOG_FILE)),
-            layout.MPROF_FILE: (f"{remote_sub}/{layout.MPROF_FILE}", os.path.join(log_dir, layout.MPROF_FILE)),
-        }
-        for name, (source, destination) in downloads.items():
-            if name in existing:
-                os.makedirs(os.path.dirname(destination.rstrip("/")), exist_ok=True)
-                hook.rsync(source, destination, download=True, delete=name == layout.TRAINING_OUTPUT)
-            else:
-                self.log.warning("%s has no %s on the instance", layout.submission_folder(submission_id), name)
-                _remove(destination.rstrip("/"))
-        result = parse_training_results(submission_id, predictions, log_dir, int(self.expected_folds))
-        self.log.info(
-            "Training of %s: %s", layout.submission_folder(submission_id), "success" if result["success"] else "failure"
-        )
-        return result
+
+
+def fetch_training_results(
+    hook: InstanceSSHHook,
+    kit: str,
+    submission_id: int,
+    local_predictions_folder: str,
+    local_log_folder: str,
+    expected_folds: int,
+    log: logging.Logger,
+) -> dict:
+    """Download a submission's outputs with ``hook`` and parse them; see :class:`FetchResultsOperator`."""
+    remote_sub = layout.remote_submission_dir(kit, submission_id)
+    predictions = layout.local_predictions_dir(local_predictions_folder, submission_id)
+    log_dir = layout.local_log_dir(local_log_folder, submission_id)
+    existing = set(
+        hook.check_run(rc.existing_outputs_command(kit, submission_id), "listing the training output").split()
+    )
+    os.makedirs(log_dir, exist_ok=True)
+    downloads = {
+        layout.TRAINING_OUTPUT: (f"{remote_sub}/{layout.TRAINING_OUTPUT}/", predictions + "/"),
+        layout.LOG_FILE: (f"{remote_sub}/{layout.LOG_FILE}", os.path.join(log_dir, layout.LOG_FILE)),
+        layout.MPROF_FILE: (f"{remote_sub}/{layout.MPROF_FILE}", os.path.join(log_dir, layout.MPROF_FILE)),
+    }
+    for name, (source, destination) in downloads.items():
+        if name in existing:
+            os.makedirs(os.path.dirname(destination.rstrip("/")), exist_ok=True)
+            hook.rsync(source, destination, download=True, delete=name == layout.TRAINING_OUTPUT)
+        else:
+            log.warning("%s has no %s on the instance", layout.submission_folder(submission_id), name)
+            _remove(destination.rstrip("/"))
+    result = parse_training_results(submission_id, predictions, log_dir, expected_folds)
+    log.info(
+        "Training of %s: %s", layout.submission_folder(submission_id), "success" if result["success"] else "failure"
+    )
+    return result
 
 
 def _remove(path: str) -> None:

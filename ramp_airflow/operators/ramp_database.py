@@ -113,21 +113,38 @@ class RecordResultsOperator(_RampDatabaseOperator):
     """
     Record a finished training: ``scored`` with its times and scores, or ``training_error``.
 
+    A training whose instance was lost (outcome ``lost``, the last attempt's) is recorded as
+    ``checking_error`` with ``lost_message``, and the task fails: the platform failed, not the
+    submission.
+
     :param submission_id: the submission (templated).
     :param outcome: how the training ended, as the training-finished sensor returned it (templated).
     :param result: the parsed results, as the fetch step returned them (templated).
+    :param lost_message: the error message recorded when the instance was lost.
     :return: the state the submission was recorded in.
     """
 
     template_fields: Sequence[str] = ("submission_id", "outcome", "result")
 
-    def __init__(self, *, submission_id: Any, outcome: Any, result: Any, **kwargs):
+    def __init__(
+        self,
+        *,
+        submission_id: Any,
+        outcome: Any,
+        result: Any,
+        lost_message: str = "The EC2 instance was lost during training (terminated or reclaimed).",
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.submission_id = submission_id
         self.outcome = outcome
         self.result = result
+        self.lost_message = lost_message
 
     def execute(self, context: Context) -> str:
+        if self.outcome.get("outcome") == "lost":
+            self.hook.set_checking_error(int(self.submission_id), self.lost_message)
+            raise AirflowException(f"submission {self.submission_id} is now checking_error: {self.lost_message}")
         result = dict(self.result)
         if self.outcome.get("outcome") == "timeout":
             limit = f"Training was stopped after {self.outcome.get('after_secs', 0):.0f} s: it exceeded the event's training_timeout_secs."
@@ -141,9 +158,9 @@ class FinalizeSubmissionOperator(_RampDatabaseOperator):
     """
     Make sure a submission never stays in ``sent_to_training`` or ``training``.
 
-    Used twice in a training run: when every instance attempt was lost, and as the run's last
-    task, which runs whatever failed before it. A submission still in an intermediate state goes
-    to ``checking_error`` (a failure on the platform's side) with ``message``.
+    The training run's last task, which runs whatever failed before it. A submission still in
+    an intermediate state goes to ``checking_error`` (a failure on the platform's side) with
+    ``message``.
 
     :param submission: the submission as the claim task returned it (templated); when the claim
         itself failed there is nothing to finalize.
@@ -167,34 +184,3 @@ class FinalizeSubmissionOperator(_RampDatabaseOperator):
             return
         self.hook.set_checking_error(submission_id, self.message)
         raise AirflowException(f"submission {submission_id} was left {state}; it is now checking_error: {self.message}")
-
-
-class ClaimNewSubmissionsOperator(_RampDatabaseOperator):
-    """
-    Claim the event's new submissions, as many as the cap on concurrent trainings leaves room for.
-
-    :param training_dag_id: the event's training DAG, whose active runs count against the cap.
-    :param max_concurrent: the event's cap on instances training at once.
-    :return: one ``{"trigger_run_id", "conf"}`` per claimed submission, ready for
-        ``TriggerDagRunOperator.partial(...).expand_kwargs``.
-    """
-
-    def __init__(self, *, training_dag_id: str, max_concurrent: int, **kwargs):
-        super().__init__(**kwargs)
-        self.training_dag_id = training_dag_id
-        self.max_concurrent = max_concurrent
-
-    def execute(self, context: Context) -> list[dict[str, Any]]:
-        active = context["ti"].get_dr_count(dag_id=self.training_dag_id, states=["queued", "running"])
-        room = self.max_concurrent - active
-        if room <= 0:
-            self.log.info("%d trainings running, the cap is %d: claiming nothing", active, self.max_concurrent)
-            return []
-        claimed = self.hook.claim_new_submissions(self.event_name, room)
-        self.log.info("Claimed %s", ", ".join(str(s["id"]) for s in claimed) or "nothing")
-        return [{"trigger_run_id": training_run_id(s["id"]), "conf": {"submission_id": s["id"]}} for s in claimed]
-
-
-def training_run_id(submission_id: int) -> str:
-    """The run id of a submission's training run: one run per submission, ever."""
-    return f"train_submission_{submission_id:09d}"

@@ -69,19 +69,12 @@ class InstanceReadySensor(RampEc2HookMixin, BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         if not event or event.get("instance_id") != self.instance_id:
             raise AirflowException(f"Unexpected event while waiting for instance {self.instance_id}: {event!r}")
-        if event["status"] == "timeout":
-            raise AirflowException(
-                f"Instance {self.instance_id} was not ready after {self.timeout:.0f}s ({event['message']}); "
-                "raise aws.instance_ready_timeout_secs if the AMI boots slowly."
-            )
         return self._outcome(event["status"], event["message"]).xcom_value
 
     def _outcome(self, verdict: str, description: str) -> PokeReturnValue | bool:
-        if verdict == ec2_lifecycle.GONE:
-            raise AirflowException(
-                f"Instance {self.instance_id} stopped or disappeared while waiting for it to be ready ({description}); "
-                "it cannot train this submission."
-            )
+        error = ec2_lifecycle.unready_error(self.instance_id, verdict, description, self.timeout)
+        if error:
+            raise AirflowException(error)
         if verdict != ec2_lifecycle.READY:
             return False
         return PokeReturnValue(is_done=True, xcom_value=self.hook.get_ssh_address(self.instance_id))

@@ -1,4 +1,4 @@
-"""Wait until an event has new submissions to train."""
+"""Wait until an event has new submissions to train, and claim them."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException, BaseSensorOperator
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowSkipException,
+    BaseSensorOperator,
+    PokeReturnValue,
+)
 
 from ramp_airflow.config import load_config
 from ramp_airflow.triggers.new_submissions import NewSubmissionsTrigger
@@ -17,11 +22,22 @@ if TYPE_CHECKING:
     from ramp_airflow.hooks.ramp_database import RampDatabaseHook
 
 
+def training_run_id(submission_id: int) -> str:
+    """The run id of a submission's training run: one run per submission, ever."""
+    return f"train_submission_{submission_id:09d}"
+
+
 class NewSubmissionsSensor(BaseSensorOperator):
     """
-    Succeed once the event has a submission in state ``new`` (its sandbox excepted).
+    Wait until the event has a submission in state ``new`` (its sandbox excepted) and room to
+    train it, then claim as many as there is room for (``new`` -> ``sent_to_training``).
+
+    Claiming in the task that waits, as it resumes, saves a task start between a submission's
+    arrival and its training run. The room is ``max_concurrent`` minus the event's submissions
+    already ``sent_to_training`` or ``training``, so that the wait holds while the cap is reached.
 
     :param event_name: the event.
+    :param max_concurrent: the cap on submissions in training at once (``aws.max_concurrent_instances``).
     :param postgres_conn_id: an Airflow Postgres connection to the RAMP database; wins over
         the config's settings.
     :param config_path: the event config, whose ``sqlalchemy`` settings are used without a
@@ -29,6 +45,8 @@ class NewSubmissionsSensor(BaseSensorOperator):
     :param deferrable: wait in the triggerer, holding no worker slot.
     :param timeout: how long to wait; with none by then the task is skipped, so that a loop run
         ends and the next one starts.
+    :return: one ``{"trigger_run_id", "conf"}`` per claimed submission, ready for
+        ``TriggerDagRunOperator.partial(...).expand_kwargs``.
     """
 
     template_fields: Sequence[str] = ("event_name",)
@@ -38,6 +56,7 @@ class NewSubmissionsSensor(BaseSensorOperator):
         self,
         *,
         event_name: str,
+        max_concurrent: int,
         postgres_conn_id: str | None = None,
         config_path: str | None = None,
         deferrable: bool = True,
@@ -45,6 +64,7 @@ class NewSubmissionsSensor(BaseSensorOperator):
     ):
         super().__init__(**kwargs)
         self.event_name = event_name
+        self.max_concurrent = max_concurrent
         self.postgres_conn_id = postgres_conn_id
         self.config_path = config_path
         self.deferrable = deferrable
@@ -59,11 +79,13 @@ class NewSubmissionsSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        if self.poke(context):
-            return None
+        claimed = self.poke(context)
+        if claimed.is_done:
+            return claimed.xcom_value
         self.defer(
             trigger=NewSubmissionsTrigger(
                 event_name=self.event_name,
+                max_in_flight=self.max_concurrent,
                 postgres_conn_id=self.postgres_conn_id,
                 config_path=self.config_path,
                 poll_interval=self.poke_interval,
@@ -72,12 +94,20 @@ class NewSubmissionsSensor(BaseSensorOperator):
             method_name="execute_complete",
         )
 
-    def poke(self, context: Context) -> bool:
-        return bool(self.hook.new_submissions(self.event_name))
+    def poke(self, context: Context) -> PokeReturnValue:
+        room = self.hook.room_for_training(self.event_name, self.max_concurrent)
+        if room <= 0:
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=self._claim(room))
 
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> None:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         if event and event.get("status") == "none":
             raise AirflowSkipException(f"no new submission for {self.event_name} in {self.timeout:.0f} s")
         if not event or event.get("status") != "success":
             raise AirflowException(f"waiting for new submissions of {self.event_name} failed: {event}")
-        self.log.info("%s new submission(s) for event %s", event.get("count"), self.event_name)
+        return self._claim(self.hook.room_for_training(self.event_name, self.max_concurrent))
+
+    def _claim(self, room: int) -> list[dict[str, Any]]:
+        claimed = self.hook.claim_new_submissions(self.event_name, room)
+        self.log.info("Claimed %s", ", ".join(str(s["id"]) for s in claimed) or "nothing")
+        return [{"trigger_run_id": training_run_id(s["id"]), "conf": {"submission_id": s["id"]}} for s in claimed]

@@ -6,8 +6,14 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, BaseSensorOperator, PokeReturnValue
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowSkipException,
+    BaseSensorOperator,
+    PokeReturnValue,
+)
 
+from ramp_airflow.operators.fetch import fetch_training_results
 from ramp_airflow.triggers.training import TrainingFinishedTrigger
 from ramp_airflow.utils.ec2_lifecycle import GONE
 from ramp_airflow.utils.instance_mixin import INSTANCE_TEMPLATE_FIELDS, InstanceMixin
@@ -31,6 +37,12 @@ class TrainingFinishedSensor(InstanceMixin, BaseSensorOperator):
     killed) or ``{"outcome": "lost"}`` (SSH failed and EC2 no longer reports the instance
     running). A dropped SSH connection is retried at the next poll.
 
+    Given the local folders, the sensor also fetches the results as soon as the training is
+    over (see :class:`~ramp_airflow.operators.fetch.FetchResultsOperator`) and adds them to
+    the outcome as ``"result"``: a task start less between the training's end and the
+    instance's termination. With ``skip_when_lost``, a lost instance skips the task instead,
+    so that a next attempt (``trigger_rule="all_skipped"``) can follow.
+
     The instance and how to log in: see :class:`~ramp_airflow.utils.instance_mixin.InstanceMixin`.
 
     :param poke_interval: seconds between polls (``check_finished_training_interval_secs``)
@@ -39,9 +51,13 @@ class TrainingFinishedSensor(InstanceMixin, BaseSensorOperator):
     :param aws_params: the AWS credentials for that check (``aws_conn_id``, ``region_name``,
         ``profile_name``, ``access_key_id``, ``secret_access_key``), as the EC2 tasks take them
     :param deferrable: wait in the triggerer rather than in a worker slot
+    :param local_predictions_folder: fetch ``training_output`` here (``aws.local_predictions_folder``)
+    :param local_log_folder: fetch ``log`` and ``mprof.dat`` here (``aws.local_log_folder``)
+    :param expected_folds: the event's number of CV folds, for the fetched results (templated)
+    :param skip_when_lost: skip the task when the instance is lost, rather than return ``lost``
     """
 
-    template_fields: Sequence[str] = (*INSTANCE_TEMPLATE_FIELDS, "instance_id")
+    template_fields: Sequence[str] = (*INSTANCE_TEMPLATE_FIELDS, "instance_id", "expected_folds")
 
     def __init__(
         self,
@@ -51,6 +67,10 @@ class TrainingFinishedSensor(InstanceMixin, BaseSensorOperator):
         instance_id: str | None = None,
         aws_params: dict | None = None,
         deferrable: bool = True,
+        local_predictions_folder: str | None = None,
+        local_log_folder: str | None = None,
+        expected_folds: Any = None,
+        skip_when_lost: bool = False,
         **kwargs,
     ):
         super().__init__(poke_interval=poke_interval, **kwargs)
@@ -58,6 +78,12 @@ class TrainingFinishedSensor(InstanceMixin, BaseSensorOperator):
         self.instance_id = instance_id
         self.aws_params = dict(aws_params or {})
         self.deferrable = deferrable
+        self.local_predictions_folder = local_predictions_folder
+        self.local_log_folder = local_log_folder
+        self.expected_folds = expected_folds
+        self.skip_when_lost = skip_when_lost
+        if (local_predictions_folder is None) != (local_log_folder is None):
+            raise ValueError("give both local_predictions_folder and local_log_folder, or neither")
 
     @cached_property
     def hook(self) -> InstanceSSHHook:
@@ -106,15 +132,18 @@ class TrainingFinishedSensor(InstanceMixin, BaseSensorOperator):
             self.log.warning(
                 "SSH to %s failed (%s: %s); retrying at the next poll", self.address, type(err).__name__, err
             )
-            gone = self._instance_gone()
-            return PokeReturnValue(is_done=gone, xcom_value={"outcome": "lost"} if gone else None)
+            if not self._instance_gone():
+                return PokeReturnValue(is_done=False)
+            return PokeReturnValue(is_done=True, xcom_value=self._conclude({"outcome": "lost"}))
         lines, outcome = self.watch.take(output)
         for line in lines:
             self.log.info("%s", line)
         if outcome and outcome["outcome"] == "timeout":
             said = self.hook.check_run(self.watch.kill_command(), "killing the timed-out training").strip()
             self.log.warning("Training timed out after %.0f s; its process group is %s", outcome["after_secs"], said)
-        return PokeReturnValue(is_done=outcome is not None, xcom_value=outcome)
+        if outcome is None:
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=self._conclude(outcome))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict:
         if not isinstance(event, dict) or event.get("status") != "success":
@@ -123,4 +152,23 @@ class TrainingFinishedSensor(InstanceMixin, BaseSensorOperator):
         result = event.get("result")
         if not isinstance(result, dict) or result.get("outcome") not in OUTCOMES:
             raise AirflowException(f"The training trigger sent an event without a known outcome: {event!r}")
-        return result
+        return self._conclude(result)
+
+    def _conclude(self, outcome: dict) -> dict:
+        """The task's result for a training outcome: with the fetched results, or a skip for a lost instance."""
+        if outcome["outcome"] == "lost":
+            if self.skip_when_lost:
+                raise AirflowSkipException(f"instance {self.instance_id} was lost during training")
+            return outcome
+        if self.local_predictions_folder is None:
+            return outcome
+        result = fetch_training_results(
+            self.hook,
+            self.remote_ramp_kit_folder,
+            self.submission,
+            self.local_predictions_folder,
+            self.local_log_folder,
+            int(self.expected_folds),
+            self.log,
+        )
+        return {**outcome, "result": result}

@@ -61,7 +61,7 @@ class InstanceReadyTrigger(BaseTrigger):
                 break
             remaining = self.deadline - time.time()
             if remaining <= 0:
-                verdict = "timeout"
+                verdict = ec2_lifecycle.TIMEOUT
                 break
             await asyncio.sleep(min(self.poll_interval, remaining))
         yield TriggerEvent({"status": verdict, "instance_id": self.instance_id, "message": description})

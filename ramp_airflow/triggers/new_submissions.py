@@ -13,9 +13,10 @@ from ramp_airflow.config import load_config
 
 class NewSubmissionsTrigger(BaseTrigger):
     """
-    Poll the RAMP database until the event has at least one submission ready to train.
+    Poll the RAMP database until the event has a submission ready to train and room for it.
 
     :param event_name: the event.
+    :param max_in_flight: the cap on the event's submissions ``sent_to_training`` or ``training``.
     :param postgres_conn_id: an Airflow Postgres connection to the RAMP database.
     :param config_path: the event config whose ``sqlalchemy`` settings to use without a connection
         id. A path rather than the settings, because trigger arguments are stored in Airflow's
@@ -27,6 +28,7 @@ class NewSubmissionsTrigger(BaseTrigger):
     def __init__(
         self,
         event_name: str,
+        max_in_flight: int,
         postgres_conn_id: str | None = None,
         config_path: str | None = None,
         poll_interval: float = 60,
@@ -34,6 +36,7 @@ class NewSubmissionsTrigger(BaseTrigger):
     ):
         super().__init__()
         self.event_name = event_name
+        self.max_in_flight = max_in_flight
         self.postgres_conn_id = postgres_conn_id
         self.config_path = config_path
         self.poll_interval = poll_interval
@@ -44,6 +47,7 @@ class NewSubmissionsTrigger(BaseTrigger):
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
                 "event_name": self.event_name,
+                "max_in_flight": self.max_in_flight,
                 "postgres_conn_id": self.postgres_conn_id,
                 "config_path": self.config_path,
                 "poll_interval": self.poll_interval,
@@ -59,12 +63,12 @@ class NewSubmissionsTrigger(BaseTrigger):
         deadline = time.monotonic() + self.wait_secs
         while True:
             # The database driver blocks; a thread keeps the triggerer's event loop free.
-            waiting = await asyncio.to_thread(hook.new_submissions, self.event_name)
-            if waiting:
-                yield TriggerEvent({"status": "success", "count": len(waiting)})
+            room = await asyncio.to_thread(hook.room_for_training, self.event_name, self.max_in_flight)
+            if room > 0:
+                yield TriggerEvent({"status": "success", "count": room})
                 return
             if time.monotonic() + self.poll_interval > deadline:
                 yield TriggerEvent({"status": "none"})
                 return
-            self.log.info("No new submission for event %s", self.event_name)
+            self.log.info("No new submission for event %s, or no room for one", self.event_name)
             await asyncio.sleep(self.poll_interval)

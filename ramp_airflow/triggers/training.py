@@ -24,6 +24,9 @@ class TrainingFinishedTrigger(BaseTrigger):
     """
     Poll a training's record and log over SSH until it is over; yield one event.
 
+    Each poll waits on the instance, up to ``poll_interval``, for the training to end, so the
+    end is noticed within a second while the log is copied once per interval.
+
     The event is ``{"status": "success", "result": <outcome>}`` (outcomes: see
     :class:`~ramp_airflow.sensors.training.TrainingFinishedSensor`) or
     ``{"status": "error", "message": ...}`` for a wrong host key or refused credentials.
@@ -102,7 +105,9 @@ class TrainingFinishedTrigger(BaseTrigger):
         return readiness == GONE
 
     async def _poll(self) -> dict | None:
-        status, output = await self.hook.run(self.watch.poll_command())
+        # The remote command waits for the end itself: it is seen at once, with one command per interval.
+        wait_secs = self.kwargs["poll_interval"]
+        status, output = await self.hook.run(self.watch.poll_command(wait_secs), timeout=wait_secs + 120)
         if status != 0:
             # The poll always exits 0: anything else is a connection dropped mid-command.
             raise ConnectionError(f"the poll did not complete (exit status {status})")
@@ -117,7 +122,9 @@ class TrainingFinishedTrigger(BaseTrigger):
         return outcome
 
     async def run(self):
+        loop = asyncio.get_running_loop()
         while True:
+            polled_at = loop.time()
             try:
                 outcome = await self._poll()
             except asyncio.CancelledError:
@@ -139,4 +146,5 @@ class TrainingFinishedTrigger(BaseTrigger):
             if outcome is not None:
                 yield TriggerEvent({"status": "success", "result": outcome})
                 return
-            await asyncio.sleep(self.kwargs["poll_interval"])
+            # A poll that waited its whole interval is followed by the next at once.
+            await asyncio.sleep(max(0.0, polled_at + self.kwargs["poll_interval"] - loop.time()))

@@ -12,6 +12,8 @@ from ramp_airflow.utils import ec2_tags
 READY = "ready"
 WAITING = "waiting"
 GONE = "gone"
+# What the readiness trigger reports when its deadline passed first.
+TIMEOUT = "timeout"
 
 # Once an instance is in one of these states it will not become ready without someone starting it.
 _GONE_STATES = ("shutting-down", "terminated", "stopping", "stopped")
@@ -36,6 +38,21 @@ def readiness(status: Mapping | None) -> tuple[str, str]:
     if state == "running" and instance == "ok" and system == "ok":
         return READY, description
     return WAITING, description
+
+
+def unready_error(instance_id: str, verdict: str, description: str, timeout_secs: float) -> str | None:
+    """The error to fail with when an instance will not become ready to train; None otherwise."""
+    if verdict == GONE:
+        return (
+            f"Instance {instance_id} stopped or disappeared while waiting for it to be ready ({description}); "
+            "it cannot train this submission."
+        )
+    if verdict == TIMEOUT:
+        return (
+            f"Instance {instance_id} was not ready after {timeout_secs:.0f}s ({description}); "
+            "raise aws.instance_ready_timeout_secs if the AMI boots slowly."
+        )
+    return None
 
 
 def orphan_reason(

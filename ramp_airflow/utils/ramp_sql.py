@@ -26,6 +26,12 @@ SUBMISSION = """
 READY = f"e.name = %s AND s.state = '{states.NEW}' AND s.name <> e.ramp_sandbox_name"
 OLDEST_FIRST = "ORDER BY s.submission_timestamp, s.id"
 UTC_NOW = "(now() AT TIME ZONE 'UTC')"  # ramp-database stamps naive datetime.utcnow()
+# The event's submissions our backend owns now, each of which holds an instance (or will).
+IN_FLIGHT_COUNT = """
+    SELECT count(*) FROM submissions s
+    JOIN event_teams et ON et.id = s.event_team_id JOIN events e ON e.id = et.event_id
+    WHERE e.name = %s AND s.state = ANY(%s)
+"""
 # Window functions cannot share a SELECT with FOR UPDATE, hence the second CTE.
 CLAIM = f"""
     WITH picked AS (

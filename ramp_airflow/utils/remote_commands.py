@@ -20,6 +20,7 @@ working directory and no login shell, so this small wrapper is our own.
 
 from __future__ import annotations
 
+import math
 import posixpath
 import re
 import shlex
@@ -174,8 +175,28 @@ def start_command(kit: str, submission_id: int, argv: list[str], wait_secs: int 
     return _bash(script)
 
 
+def _alive(q: dict[str, str]) -> str:
+    return f'[ -s {q["pid"]} ] && kill -0 -- "-$(cat {q["pid"]})" 2>/dev/null'
+
+
+def _wait_script(q: dict[str, str], wait_secs: float, timeout_secs: float | None) -> str:
+    """
+    Wait on the instance, up to ``wait_secs``, while the job runs and is within its timeout:
+    its end (or its overrun) is seen within a second.
+    """
+    checks = int(wait_secs * 2)
+    if checks <= 0:
+        return ""
+    overrun = ""
+    if timeout_secs is not None:
+        # Whole seconds, rounded so that a break always means the timeout has passed.
+        limit = math.ceil(timeout_secs)
+        overrun = f's=$(cat {q["started"]} 2>/dev/null) && [ "$(date +%s)" -gt $(( ${{s%.*}} + {limit} )) ] && break; '
+    return f"for i in $(seq {checks}); do [ -s {q['exit']} ] && break; {_alive(q)} || break; {overrun}sleep 0.5; done\n"
+
+
 def _status_script(q: dict[str, str]) -> str:
-    alive = f'[ -s {q["pid"]} ] && kill -0 -- "-$(cat {q["pid"]})" 2>/dev/null'
+    alive = _alive(q)
     # exit_code is checked again after the liveness test: the job may end between the two.
     return (
         f"if [ -s {q['exit']} ]; then echo finished $(cat {q['exit']})\n"
@@ -185,11 +206,24 @@ def _status_script(q: dict[str, str]) -> str:
     )
 
 
-def poll_command(kit: str, submission_id: int, log_offset: int, max_bytes: int = LOG_CHUNK_MAX_BYTES) -> str:
-    """One status line (see :func:`parse_poll_output`), then the log from ``log_offset`` on."""
+def poll_command(
+    kit: str,
+    submission_id: int,
+    log_offset: int,
+    wait_secs: float = 0,
+    timeout_secs: float | None = None,
+    max_bytes: int = LOG_CHUNK_MAX_BYTES,
+) -> str:
+    """
+    One status line (see :func:`parse_poll_output`), then the log from ``log_offset`` on.
+
+    With ``wait_secs``, the command first waits that long at most for the job to end or to run
+    past ``timeout_secs``, so that a watcher polling every ``wait_secs`` learns of either at once
+    rather than at its next poll.
+    """
     q = {k: shlex.quote(v) for k, v in _paths(kit, submission_id).items()}
     tail = f"tail -c +{int(log_offset) + 1} {q['log']} 2>/dev/null | head -c {int(max_bytes)}"
-    return _bash(_status_script(q) + tail + "\nexit 0\n")
+    return _bash(_wait_script(q, wait_secs, timeout_secs) + _status_script(q) + tail + "\nexit 0\n")
 
 
 def kill_command(kit: str, submission_id: int, grace_secs: int = 10) -> str:
@@ -280,9 +314,15 @@ class TrainingWatch:
     training_timeout_secs: float | None = None
     log_offset: int = 0
 
-    def poll_command(self) -> str:
-        """The remote command of the next poll (status, then the log from the offset reached)."""
-        return poll_command(self.remote_ramp_kit_folder, self.submission_id, self.log_offset)
+    def poll_command(self, wait_secs: float = 0) -> str:
+        """
+        The remote command of the next poll (status, then the log from the offset reached).
+
+        It waits up to ``wait_secs`` for the training to end, but not past its timeout.
+        """
+        return poll_command(
+            self.remote_ramp_kit_folder, self.submission_id, self.log_offset, wait_secs, self.training_timeout_secs
+        )
 
     def kill_command(self) -> str:
         """The remote command that ends the training's process group."""
