@@ -38,7 +38,7 @@ class InstanceReadySensor(RampEc2HookMixin, BaseSensorOperator):
         *,
         instance_id: str,
         deferrable: bool = True,
-        poke_interval: float = 60,
+        poke_interval: float = 5,
         timeout: float = 900,
         **kwargs,
     ) -> None:

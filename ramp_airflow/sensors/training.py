@@ -13,7 +13,7 @@ from airflow.providers.common.compat.sdk import (
     PokeReturnValue,
 )
 
-from ramp_airflow.operators.fetch import fetch_training_results
+from ramp_airflow.operators.fetch import FetchResultsMixin
 from ramp_airflow.triggers.training import TrainingFinishedTrigger
 from ramp_airflow.utils.ec2_lifecycle import GONE
 from ramp_airflow.utils.instance_mixin import INSTANCE_TEMPLATE_FIELDS, InstanceMixin
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 OUTCOMES = frozenset({"finished", "died", "timeout", "lost"})
 
 
-class TrainingFinishedSensor(InstanceMixin, BaseSensorOperator):
+class TrainingFinishedSensor(FetchResultsMixin, InstanceMixin, BaseSensorOperator):
     """
     Wait until the training started by RsyncTrainOperator ends, copying its log as it grows.
 
@@ -37,23 +37,21 @@ class TrainingFinishedSensor(InstanceMixin, BaseSensorOperator):
     killed) or ``{"outcome": "lost"}`` (SSH failed and EC2 no longer reports the instance
     running). A dropped SSH connection is retried at the next poll.
 
-    Given the local folders, the sensor also fetches the results as soon as the training is
-    over (see :class:`~ramp_airflow.operators.fetch.FetchResultsOperator`) and adds them to
-    the outcome as ``"result"``: a task start less between the training's end and the
+    Given the local folders (see :class:`~ramp_airflow.operators.fetch.FetchResultsMixin`), the
+    sensor also fetches the results as soon as the training is over and adds them to the
+    outcome as ``"result"``: a task start less between the training's end and the
     instance's termination. With ``skip_when_lost``, a lost instance skips the task instead,
     so that a next attempt (``trigger_rule="all_skipped"``) can follow.
 
     The instance and how to log in: see :class:`~ramp_airflow.utils.instance_mixin.InstanceMixin`.
 
-    :param poke_interval: seconds between polls (``check_finished_training_interval_secs``)
+    :param poke_interval: seconds between polls (``check_finished_training_interval_secs``); deferred,
+        each poll waits on the instance up to that long for the end, which is seen within a second
     :param training_timeout_secs: kill the training once it ran this long (``None``: no limit)
     :param instance_id: the EC2 instance, to tell a lost instance from a dropped connection
     :param aws_params: the AWS credentials for that check (``aws_conn_id``, ``region_name``,
         ``profile_name``, ``access_key_id``, ``secret_access_key``), as the EC2 tasks take them
     :param deferrable: wait in the triggerer rather than in a worker slot
-    :param local_predictions_folder: fetch ``training_output`` here (``aws.local_predictions_folder``)
-    :param local_log_folder: fetch ``log`` and ``mprof.dat`` here (``aws.local_log_folder``)
-    :param expected_folds: the event's number of CV folds, for the fetched results (templated)
     :param skip_when_lost: skip the task when the instance is lost, rather than return ``lost``
     """
 
@@ -62,14 +60,11 @@ class TrainingFinishedSensor(InstanceMixin, BaseSensorOperator):
     def __init__(
         self,
         *,
-        poke_interval: float = 60.0,
+        poke_interval: float = 10.0,
         training_timeout_secs: float | None = None,
         instance_id: str | None = None,
         aws_params: dict | None = None,
         deferrable: bool = True,
-        local_predictions_folder: str | None = None,
-        local_log_folder: str | None = None,
-        expected_folds: Any = None,
         skip_when_lost: bool = False,
         **kwargs,
     ):
@@ -78,12 +73,7 @@ class TrainingFinishedSensor(InstanceMixin, BaseSensorOperator):
         self.instance_id = instance_id
         self.aws_params = dict(aws_params or {})
         self.deferrable = deferrable
-        self.local_predictions_folder = local_predictions_folder
-        self.local_log_folder = local_log_folder
-        self.expected_folds = expected_folds
         self.skip_when_lost = skip_when_lost
-        if (local_predictions_folder is None) != (local_log_folder is None):
-            raise ValueError("give both local_predictions_folder and local_log_folder, or neither")
 
     @cached_property
     def hook(self) -> InstanceSSHHook:
@@ -162,13 +152,4 @@ class TrainingFinishedSensor(InstanceMixin, BaseSensorOperator):
             return outcome
         if self.local_predictions_folder is None:
             return outcome
-        result = fetch_training_results(
-            self.hook,
-            self.remote_ramp_kit_folder,
-            self.submission,
-            self.local_predictions_folder,
-            self.local_log_folder,
-            int(self.expected_folds),
-            self.log,
-        )
-        return {**outcome, "result": result}
+        return {**outcome, "result": self.fetch_results(self.hook)}

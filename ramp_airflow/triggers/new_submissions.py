@@ -31,7 +31,7 @@ class NewSubmissionsTrigger(BaseTrigger):
         max_in_flight: int,
         postgres_conn_id: str | None = None,
         config_path: str | None = None,
-        poll_interval: float = 60,
+        poll_interval: float = 2,
         wait_secs: float = 3600,
     ):
         super().__init__()

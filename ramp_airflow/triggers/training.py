@@ -58,7 +58,7 @@ class TrainingFinishedTrigger(BaseTrigger):
         key_path=None,
         ssh_conn_id=None,
         ssh_port=22,
-        poll_interval=60.0,
+        poll_interval=10.0,
         training_timeout_secs=None,
         instance_id=None,
         aws_params=None,
