@@ -20,6 +20,11 @@ the RAMP database, Airflow's task instances, the remote job record and moto:
   overhead   new -> scored, minus train
   idle       billed but not training: EC2 launch -> training start, training end -> terminate
 
+and, for three tasks that do not defer, where a task start's seconds go ("hops"): from what it
+waited for (the run's creation, launch_instance's end, the later end of wait_for_training and
+mark_training) to queued (the scheduler), queued -> running (the executor starting the task
+process), running -> ended (the task process: DAG file parse, API calls, the work);
+
 and per batch: makespan (new -> last run ended), throughput, the peak of task instances running
 (worker slots held) while trainings run and of sensors among them, the orchestrator's CPU
 seconds and peak RSS (all processes of the Airflow components) per submission.
@@ -46,7 +51,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.orchestration_report import median_row, print_batch_table, print_legend, print_phase_table  # noqa: E402
+from benchmarks.orchestration_report import (  # noqa: E402
+    median_row,
+    print_batch_table,
+    print_hop_table,
+    print_legend,
+    print_phase_table,
+)
 from benchmarks.ramp_submissions import FINAL_STATES, add_new_submissions, remove_folders, retire_seeded  # noqa: E402
 from benchmarks.stack_probe import ProcessTrees, Sampler  # noqa: E402
 from ramp_airflow.sensors.new_submissions import training_run_id  # noqa: E402
@@ -184,17 +195,20 @@ class Bench:
             time.sleep(0.5)
 
     def _tasks(self, run_id: str) -> dict[str, tuple]:
-        """Task id -> (start, end, state, try_number) in one training run."""
+        """Task id -> (start, end, state, try_number, queued) in one training run; "run" -> its creation."""
         with self.airflow.cursor() as cur:
             cur.execute(
-                "SELECT task_id, start_date, end_date, state, try_number FROM task_instance "
+                "SELECT task_id, start_date, end_date, state, try_number, queued_dttm FROM task_instance "
                 "WHERE dag_id = %s AND run_id = %s AND map_index = -1",
                 (self.training_dag, run_id),
             )
-            return {
-                task: (utc_epoch(start), utc_epoch(end), state, tries)
-                for task, start, end, state, tries in cur.fetchall()
+            tasks = {
+                task: (utc_epoch(start), utc_epoch(end), state, tries, utc_epoch(queued))
+                for task, start, end, state, tries, queued in cur.fetchall()
             }
+            cur.execute("SELECT queued_at FROM dag_run WHERE dag_id = %s AND run_id = %s", (self.training_dag, run_id))
+            tasks["run"] = (None, utc_epoch(cur.fetchone()[0]), None, None, None)
+            return tasks
 
     def _remote_job(self, sid: int) -> tuple[float, float] | None:
         """The training job's start (its started_at record) and end (its exit_code file's mtime)."""
@@ -252,6 +266,17 @@ class Bench:
                 "idle": (start - self._launch_time(sid)) + (terminated - end),
             }
         )
+        waited_for = {
+            "claim_submission": t["run"][1],
+            "upload_and_train": t["launch_instance"][1],
+            "record_results": max(watched, t["mark_training"][1]),
+        }
+        for task, upstream_end in waited_for.items():
+            started, ended, _, tries, queued = t[task]
+            if tries == 1:  # a retry's queued time is its last try's
+                row[f"{task} sched"] = queued - upstream_end
+                row[f"{task} start"] = started - queued
+                row[f"{task} run"] = ended - started
         return row
 
 
@@ -267,6 +292,7 @@ def run_variant(name: str, args, cluster, ramp_db, instance, ec2, work: Path) ->
     airflow_env = {
         "AIRFLOW__CORE__DEFAULT_TASK_RETRIES": str(args.task_retries),
         "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
+        **dict(setting.split("=", 1) for setting in args.airflow_env),
     }
     with running_airflow(
         cluster, str(config_dir), extra_env={**ec2.env, **airflow_env}, parallelism=args.parallelism, home=str(home)
@@ -313,6 +339,7 @@ def run_variant(name: str, args, cluster, ramp_db, instance, ec2, work: Path) ->
     # Printed as soon as they are known, so that a later failure loses nothing.
     print_phase_table(f"Phases ({name})", phase_results)
     print_batch_table(f"Batches ({name})", batch_results)
+    print_hop_table(f"Hops ({name})", batch_results)
     print(f"idle stack ({name}): {idle[0]:.1f} CPU s per minute, RSS {idle[1] / 2**20:.0f} MiB", flush=True)
     return phase_results, batch_results, idle
 
@@ -339,6 +366,13 @@ def main() -> None:
         type=int,
         default=2,
         help="Airflow's default_task_retries (retry delay 1 s), as testbench/airflow_stack.py sets it; 0 = as shipped",
+    )
+    parser.add_argument(
+        "--airflow-env",
+        nargs="*",
+        default=[],
+        metavar="AIRFLOW__SECTION__KEY=VALUE",
+        help="Airflow settings for the stack, e.g. AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME=0.2",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (Airflow homes, logs)")
     parser.add_argument("--timeout", type=float, default=600, help="bound per batch (plus 20 s per submission)")
@@ -378,12 +412,13 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
     print(
         f"\nmachine: {os.cpu_count()} CPUs; parallelism {args.parallelism}; task retries {args.task_retries}; "
-        f"total {time.monotonic() - start:.0f} s"
+        f"Airflow settings {args.airflow_env or 'as the bench stack'}; total {time.monotonic() - start:.0f} s"
     )
     for name, (cpu_per_min, rss) in idles:
         print(f"idle stack ({name}): {cpu_per_min:.1f} CPU s per minute, RSS {rss / 2**20:.0f} MiB")
     print_phase_table("Phases", all_phases)
     print_batch_table("Batches", all_batches)
+    print_hop_table("Hops", all_batches)
     print_legend()
 
 

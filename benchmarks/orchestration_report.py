@@ -65,6 +65,27 @@ def print_batch_table(title: str, results: list[tuple[str, list[dict]]]) -> None
         print(f"{label:<26}" + "".join(f"{v:>12.1f}" for v in values) + f"  {states}")
 
 
+HOP_TASKS = ("claim_submission", "upload_and_train", "record_results")
+HOP_PARTS = ("sched", "start", "run")
+
+
+def print_hop_table(title: str, results: list[tuple[str, list[dict]]]) -> None:
+    """Medians of where a task start's seconds go, for the tasks that do not defer."""
+    print(f"\n{title}: per-task medians in seconds (upstream end -> queued -> running -> ended)")
+    header = f"{'scenario':<26}" + "".join(
+        f"{task.split('_')[0] + ' ' + part:>14}" for task in HOP_TASKS for part in HOP_PARTS
+    )
+    print(header)
+    print("-" * len(header))
+    for label, batches in results:
+        rows = [r for b in batches for r in b["rows"]]
+        cells = []
+        for key in (f"{task} {part}" for task in HOP_TASKS for part in HOP_PARTS):
+            values = [r[key] for r in rows if key in r]
+            cells.append(statistics.median(values) if values else float("nan"))
+        print(f"{label:<26}" + "".join(f"{v:>14.2f}" for v in cells))
+
+
 def print_legend() -> None:
     print("\nslots pk: peak task instances running (= worker slots held) while a training ran; sensor pk / sensor s:")
     print("peak and slot-seconds of sensors running (deferrable waits hold a slot only to start and to resume);")

@@ -28,6 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from ramp_airflow.seed_commands import RECOMMENDED_AIRFLOW_SETTINGS
 from testbench._proc import free_port, group_members, tail, wait_until
 
 DAGS_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ramp_airflow", "dags")
@@ -95,6 +96,8 @@ def stack_env(
             "no_proxy": "127.0.0.1,localhost",
             "SCARF_ANALYTICS": "false",
             "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
+            # What ramp_aws_train_loop gives the Airflow it starts.
+            **RECOMMENDED_AIRFLOW_SETTINGS,
         }
     )
     env.update(extra_env or {})

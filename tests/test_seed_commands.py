@@ -69,6 +69,8 @@ def test_train_loop_trains_new_submissions_until_interrupted(config, fresh_ramp_
 
         wait_until(all_trained, timeout=300, what="the loop to train every new submission")
         assert loop.poll() is None, "the loop stopped by itself"
+        # The Airflow it started runs with the settings ramp-airflow recommends.
+        assert settings_of_started(config, "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME") == {"0.2"}
         loop.send_signal(signal.SIGINT)
         assert loop.wait(timeout=120) == 0
     finally:
@@ -78,7 +80,8 @@ def test_train_loop_trains_new_submissions_until_interrupted(config, fresh_ramp_
             try:
                 loop.wait(timeout=60)
             finally:
-                for proc in [psutil.Process(loop.pid), *started]:
+                loop.kill()  # a no-op once the loop has been waited for
+                for proc in started:
                     with contextlib.suppress(psutil.NoSuchProcess):
                         proc.kill()
                 loop.wait()
@@ -87,6 +90,16 @@ def test_train_loop_trains_new_submissions_until_interrupted(config, fresh_ramp_
     assert {s for name, s in states.items() if name != "error_in_fit"} == {"scored"}
     # Nothing it started is left running.
     assert not [p.pid for p in psutil.process_iter(["status"]) if started_for(p, config)]
+
+
+def settings_of_started(config: Path, name: str) -> set[str | None]:
+    """The values of an environment variable among the live processes started for this config."""
+    values = set()
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if started_for(proc, config):
+                values.add(proc.environ().get(name))
+    return values
 
 
 def started_for(proc: psutil.Process, config: Path) -> bool:

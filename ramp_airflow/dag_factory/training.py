@@ -148,6 +148,10 @@ def build_training_dag(config: EventConfig) -> DAG:
                     task_id="terminate_instance", instance_id=launch.output, **aws_kwargs
                 )
                 previous >> launch >> train >> [mark_training, finished]
+                # Also straight from the launch (the wait already is, through launch.output): when an
+                # attempt is not needed, Airflow skips one level of its tasks per scheduling pass
+                # (about a second each), and the recording waits for the last of them.
+                launch >> mark_training
                 finished >> terminate.as_teardown(setups=launch, on_failure_fail_dagrun=True)
                 if "start_training" in config.hooks and number == 1:
                     mark_training >> _hook_task(config, "start_training", None)
