@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -9,6 +10,9 @@ import threading
 import time
 
 import pytest
+from airflow.models.taskinstance import TaskInstance
+from airflow.utils.session import create_session
+from sqlalchemy import select
 
 from ramp_airflow.utils import ec2_tags
 from testbench.event_config import write_event_config
@@ -188,10 +192,24 @@ def test_lost_instance_is_replaced(event, ec2, instance, tmp_path, monkeypatch):
     shutil.rmtree(job, ignore_errors=True)  # an earlier test's record
     earlier = instances_of(ec2, submission_id)
     failures = []
+    since = datetime.datetime.now(datetime.timezone.utc)
+
+    def started_training() -> bool:
+        # The job's pid file comes before the start command's SSH session ends: dropping connections
+        # in between would lose the instance during the upload, not during the training.
+        with create_session() as session:
+            state = session.scalar(
+                select(TaskInstance.state).where(
+                    TaskInstance.dag_id == training.dag_id,
+                    TaskInstance.task_id == "attempt_1.upload_and_train",
+                    TaskInstance.start_date >= since,
+                )
+            )
+        return state == "success" and os.path.exists(os.path.join(job, "pid"))
 
     def lose_the_first_instance():
         try:
-            wait_for(lambda: os.path.exists(os.path.join(job, "pid")), "training to start")
+            wait_for(started_training, "training to start")
             (first,) = instances_of(ec2, submission_id, earlier)
             ec2.client().terminate_instances(InstanceIds=[first])
             # A terminated machine takes its open connections with it (the watch's among them).
