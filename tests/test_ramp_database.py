@@ -123,6 +123,20 @@ def test_claim_new_submissions(fresh_ramp_db):
     assert all(_state(db, i)[0] == "new" for i in db.sandbox_ids)
 
 
+def test_room_for_training_counts_waiting_and_in_flight(fresh_ramp_db):
+    """Room = new submissions (sandboxes excepted), capped by the trainings already in flight."""
+    db, hook = fresh_ramp_db, _hook(fresh_ramp_db)
+    assert hook.room_for_training(db.event, 10) == 3  # the sandboxes are new too, and do not count
+    assert hook.room_for_training(db.event, 2) == 2
+    (claimed,) = hook.claim_new_submissions(db.event, 1)
+    assert hook.room_for_training(db.event, 10) == 2
+    hook.set_training(claimed["id"])  # training holds an instance as sent_to_training does
+    assert hook.room_for_training(db.event, 2) == 1
+    assert hook.room_for_training(db.event, 1) == 0
+    hook.claim_new_submissions(db.event, 2)
+    assert hook.room_for_training(db.event, 10) == 0  # nothing left waiting
+
+
 def test_claim_submission(fresh_ramp_db):
     db, hook = fresh_ramp_db, _hook(fresh_ramp_db)
     rf = db.submissions["random_forest"]

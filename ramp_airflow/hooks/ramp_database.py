@@ -89,14 +89,9 @@ class RampDatabaseHook(PostgresHook):
         :param max_in_flight: the cap on trainings at once (``aws.max_concurrent_instances``).
         """
         with self._transaction() as cur:
-            cur.execute(sql.IN_FLIGHT_COUNT, (event_name, list(states.IN_FLIGHT)))
-            in_flight = cur.fetchone()[0]
-            if in_flight >= max_in_flight:
-                return 0
-            waiting = sql.fetch_submissions(
-                cur, f"{sql.READY} {sql.OLDEST_FIRST} LIMIT %s", (event_name, max_in_flight)
-            )
-        return min(len(waiting), max_in_flight - in_flight)
+            cur.execute(sql.IN_FLIGHT_AND_WAITING, (list(states.IN_FLIGHT), event_name))
+            in_flight, waiting = cur.fetchone()
+        return max(0, min(waiting, max_in_flight - in_flight))
 
     def get_submission(self, submission_id: int) -> dict:
         """
