@@ -14,14 +14,14 @@ the RAMP database, Airflow's task instances, the remote job record and moto:
   ready      launch_instance starts -> it ends (the instance is ready, its address pushed)
   upload     launch_instance ends -> the training job starts on the instance (its started_at)
   train      the training job (ramp-test under mprof) runs: not overhead
-  end->det   training job ends (its exit_code file) -> wait_for_training ends (results fetched)
-  fetch+rec  wait_for_training ends -> record_results ends (submission scored)
-  term       wait_for_training ends -> terminate_instance ends (termination requested)
+  end->det   training job ends (its exit_code file) -> upload_and_train ends (results fetched)
+  fetch+rec  upload_and_train ends -> record_results ends (submission scored)
+  term       upload_and_train ends -> terminate_instance ends (termination requested)
   overhead   new -> scored, minus train
   idle       billed but not training: EC2 launch -> training start, training end -> terminate
 
 and, for three tasks that do not defer, where a task start's seconds go ("hops"): from what it
-waited for (the run's creation, launch_instance's end, the later end of wait_for_training and
+waited for (the run's creation, launch_instance's end, the later end of upload_and_train and
 mark_training) to queued (the scheduler), queued -> running (the executor starting the task
 process), running -> ended (the task process: DAG file parse, API calls, the work);
 
@@ -246,12 +246,12 @@ class Bench:
         }
         t = {name.removeprefix(TASK_PREFIX): times for name, times in tasks.items()}
         job = self._remote_job(sid)
-        needed = ("launch_instance", "wait_for_training", "record_results", "terminate_instance")
+        needed = ("launch_instance", "upload_and_train", "record_results", "terminate_instance")
         if state != "scored" or row["retried"] or job is None or any(None in t.get(n, (None,))[:2] for n in needed):
             return row  # reported by state, left out of the phase medians
         start, end = job
         claimed = utc_epoch(claimed)
-        scored, terminated, watched = t["record_results"][1], t["terminate_instance"][1], t["wait_for_training"][1]
+        scored, terminated, watched = t["record_results"][1], t["terminate_instance"][1], t["upload_and_train"][1]
         row.update(
             {
                 "detect": claimed - t_new,
@@ -268,7 +268,7 @@ class Bench:
         )
         waited_for = {
             "claim_submission": t["run"][1],
-            "upload_and_train": t["launch_instance"][1],
+            "mark_training": t["launch_instance"][1],
             "record_results": max(watched, t["mark_training"][1]),
         }
         for task, upstream_end in waited_for.items():

@@ -65,7 +65,7 @@ def print_batch_table(title: str, results: list[tuple[str, list[dict]]]) -> None
         print(f"{label:<26}" + "".join(f"{v:>12.1f}" for v in values) + f"  {states}")
 
 
-HOP_TASKS = ("claim_submission", "upload_and_train", "record_results")
+HOP_TASKS = ("claim_submission", "mark_training", "record_results")
 HOP_PARTS = ("sched", "start", "run")
 
 

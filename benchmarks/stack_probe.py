@@ -21,8 +21,8 @@ import time
 
 import psutil
 
-# The tasks that wait deferred (wait_until_ready: the task layout before issue 8).
-SENSOR_TASKS = ("launch_instance", "wait_until_ready", "wait_for_training", "wait_for_new_submissions")
+# The tasks that wait deferred.
+SENSOR_TASKS = ("launch_instance", "upload_and_train", "wait_for_new_submissions")
 
 
 class ProcessTrees:

@@ -128,9 +128,13 @@ def test_launch_waiting_for_ready_defers_then_pushes_the_ssh_address(ec2, dag, r
         event = asyncio.run(first_event(InstanceReadyTrigger(**kwargs)))
     finally:
         ec2.set_status_delay(0)
+    assert event.payload["address"] == "127.0.0.1"
     pushed = PushedXComs()
     assert operator.execute_complete({"run_id": run_id, "ti": pushed}, event.payload) == instance_id
     assert pushed == {"address": "127.0.0.1"}
+    # The address comes with the event: the resumed task does not ask EC2 again.
+    operator.execute_complete({"run_id": run_id, "ti": pushed}, {**event.payload, "address": "127.0.0.2"})
+    assert pushed == {"address": "127.0.0.2"}
 
 
 def test_launch_waiting_without_deferring_polls_until_ready(ec2, dag, run_id):
@@ -189,8 +193,9 @@ def test_ready_sensor_defers_then_pushes_the_ssh_address(ec2, dag, run_id):
         event = asyncio.run(first_event(trigger))
     finally:
         ec2.set_status_delay(0)
-    assert event.payload["status"] == "ready"
+    assert event.payload["status"] == "ready" and event.payload["address"] == "127.0.0.1"
     assert sensor.execute_complete({}, event.payload) == "127.0.0.1"
+    assert sensor.execute_complete({}, {**event.payload, "address": "127.0.0.2"}) == "127.0.0.2"
 
 
 def test_the_trigger_never_shows_the_secret_key(ec2):

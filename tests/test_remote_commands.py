@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 
 import pytest
@@ -56,6 +57,24 @@ def test_start_command_locks_clears_and_detaches_in_a_login_shell():
     assert f'printf %s "$$" > {SUB}/training_job/pid.tmp' in job
 
 
+def test_a_run_key_reaches_the_instance_as_a_digest_checked_before_the_clearing():
+    key = "ramp_train_x/manual__$(touch PWNED)'/upload_and_train"
+    script = script_of(rc.start_command(KIT, 42, ["ramp-test"], run_key=key))
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    assert "PWNED" not in script
+    ended, clear, record, spawn = (
+        script.index(s)
+        for s in (
+            f"= {digest} ]; then\n  echo ended",
+            "rm -rf --",
+            f"printf %s {digest} > {SUB}/training_job/run_key",
+            "setsid",
+        )
+    )
+    assert ended < clear < record < spawn
+    assert "run_key" not in script_of(rc.start_command(KIT, 42, ["ramp-test"]))
+
+
 def test_argv_with_shell_metacharacters_stays_one_word():
     script = script_of(rc.start_command(KIT, 42, ["ramp-test", "$(touch PWNED)", "a'b"]))
     job = shlex.split(script[script.index("setsid") :])[4]
@@ -76,8 +95,10 @@ def test_ssh_and_rsync_argv_pin_the_host_key():
     assert rc.known_hosts_line("10.0.0.1", 22, "ssh-rsa BBBB") == "10.0.0.1 ssh-rsa BBBB"
     ssh = rc.ssh_argv("/k", 2222, "/tmp/kh")
     assert "StrictHostKeyChecking=yes" in ssh and "UserKnownHostsFile=/tmp/kh" in ssh and "BatchMode=yes" in ssh
-    argv = rc.rsync_argv(ssh, "/src/", rc.remote_spec("ubuntu", "10.0.0.1", "a/b/"), delete=True)
-    assert argv[0] == "rsync" and "--delete" in argv and argv[-3:] == ["--", "/src/", "ubuntu@10.0.0.1:a/b/"]
+    argv = rc.rsync_argv(ssh, ["/src/"], rc.remote_spec("ubuntu", "10.0.0.1", "a/b/"))
+    assert argv[0] == "rsync" and argv[-3:] == ["--", "/src/", "ubuntu@10.0.0.1:a/b/"]
+    down = rc.rsync_argv(ssh, [rc.remote_spec("u", "h", "s/log"), rc.remote_spec("u", "h", "s/x")], "/dst/")
+    assert down[-4:] == ["--", "u@h:s/log", "u@h:s/x", "/dst/"]
     assert shlex.split(argv[argv.index("-e") + 1]) == ssh
     assert rc.remote_spec("u", "::1", "p") == "u@[::1]:p"
     for bad in ("-oProxyCommand=x", "a b", "h;id", "", "u@h"):
@@ -113,8 +134,9 @@ def test_outcomes():
 
 
 def test_parse_start_output():
-    assert rc.parse_start_output("started 12 1700000000.25\n") == (True, 12, 1700000000.25)
-    assert rc.parse_start_output("running 12 1700000000.25\n") == (False, 12, 1700000000.25)
+    assert rc.parse_start_output("started 12 1700000000.25\n") == ("started", 12, 1700000000.25)
+    assert rc.parse_start_output("running 12 1700000000.25\n") == ("running", 12, 1700000000.25)
+    assert rc.parse_start_output("ended 12 1700000000.25\n") == ("ended", 12, 1700000000.25)
     with pytest.raises(ValueError, match="did not record itself"):
         rc.parse_start_output("started\n")
 

@@ -6,11 +6,13 @@ import asyncio
 import csv
 import glob
 import os
+import pathlib
 import shutil
 import subprocess
 import time
 
 import pytest
+from airflow.providers.common.compat.sdk import AirflowSkipException, TaskDeferred
 
 from ramp_airflow.operators.fetch import FetchResultsOperator
 from ramp_airflow.operators.train import RsyncTrainOperator
@@ -66,6 +68,29 @@ def start(instance, sid, path, **kwargs):
     return op.execute({})
 
 
+class TaskTry:
+    """Stands in for the task instance of a context: which task of which run, which try."""
+
+    def __init__(self, run_id="run", try_number=1):
+        self.dag_id, self.run_id, self.task_id, self.map_index, self.try_number = "dag", run_id, "train", -1, try_number
+
+
+def train_and_wait(instance, sid, path, tmp_path, **kwargs):
+    """An RsyncTrainOperator that waits for the end and fetches, as the training DAG has it."""
+    return RsyncTrainOperator(
+        task_id="train",
+        submission_id=sid,
+        ramp_submissions_path=path,
+        wait_for_completion=True,
+        poll_interval=0.5,
+        expected_folds=FOLDS,
+        local_predictions_folder=str(tmp_path / "predictions"),
+        local_log_folder=str(tmp_path / "logs"),
+        **ssh_kwargs(instance),
+        **kwargs,
+    )
+
+
 def watch(instance, sid, host_key, timeout=120, poll_interval=0.5, **kwargs):
     """Run the trigger as the triggerer would, bounded; return its single event's payload."""
     trigger = TrainingFinishedTrigger(
@@ -99,6 +124,7 @@ def test_good_submission_trains_and_parses_as_written(instance, submission, tmp_
     assert watch(instance, sid, started["host_key"]) == {
         "status": "success",
         "result": {"outcome": "finished", "exit_code": 0},
+        "host_key": started["host_key"],
     }
     result = fetch(instance, sid, started["host_key"], tmp_path)
     assert result["success"] is True and result["error_msg"] == "" and result["max_ram"] is None
@@ -154,7 +180,11 @@ def test_sshd_restart_during_training_is_survived(instance, submission, tmp_path
         await loop.run_in_executor(None, instance.restart)
         return await watcher
 
-    assert asyncio.run(restart_then_watch()) == {"status": "success", "result": {"outcome": "finished", "exit_code": 0}}
+    assert asyncio.run(restart_then_watch()) == {
+        "status": "success",
+        "result": {"outcome": "finished", "exit_code": 0},
+        "host_key": started["host_key"],
+    }
     assert fetch(instance, sid, started["host_key"], tmp_path)["success"] is True
 
 
@@ -246,3 +276,72 @@ def test_a_dead_training_is_reported_as_died(instance, submission):
     os.killpg(started["pid"], 9)  # e.g. the OOM killer: no exit code gets written
     wait_until(lambda: not pid_alive(started["pid"]), 10, "the training to die")
     assert watch(instance, sid, started["host_key"])["result"] == {"outcome": "died"}
+
+
+def test_train_and_wait_defers_then_fetches_as_it_resumes(instance, submission, tmp_path):
+    sid, path, _ = submission()
+    op = train_and_wait(instance, sid, path, tmp_path)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({"ti": TaskTry()})
+    classpath, trigger_kwargs = deferred.value.trigger.serialize()
+    host_key = trigger_kwargs["host_key"]
+    assert host_key.split() == instance.known_hosts_line.split()[1:]
+    assert classpath.endswith("TrainingFinishedTrigger") and trigger_kwargs["host_key"] == host_key
+
+    async def first_event():
+        async for event in deferred.value.trigger.run():
+            return event.payload
+
+    event = asyncio.run(asyncio.wait_for(first_event(), 120))
+    resumed = train_and_wait(instance, sid, path, tmp_path)  # as Airflow rebuilds the task to resume it
+    done = resumed.execute_complete({"ti": TaskTry()}, event)
+    assert done["outcome"] == "finished" and done["exit_code"] == 0 and done["host_key"] == host_key
+    assert done["result"]["success"] is True and len(done["result"]["folds"]) == FOLDS
+    assert os.path.isfile(tmp_path / "predictions" / f"submission_{sid:09d}" / "fold_1" / "y_pred_test.npz")
+
+
+def test_a_retry_after_the_training_ended_does_not_train_again(instance, submission, tmp_path):
+    sid, path, remote = submission("error_in_fit")
+    first = train_and_wait(instance, sid, path, tmp_path, deferrable=False).execute({"ti": TaskTry()})
+    assert first["outcome"] == "finished" and first["result"]["success"] is False
+    started_at = (pathlib.Path(remote) / "training_job" / "started_at").read_text()
+
+    # The same task of the same run, tried again (e.g. its fetch failed): the ended training's result.
+    retry = train_and_wait(instance, sid, path, tmp_path, deferrable=False).execute({"ti": TaskTry(try_number=2)})
+    assert retry == first
+    assert (pathlib.Path(remote) / "training_job" / "started_at").read_text() == started_at
+    assert (pathlib.Path(remote) / "log").read_text().count("Testing Iris classification") == 1
+
+    # Another run trains it again.
+    again = train_and_wait(instance, sid, path, tmp_path, deferrable=False).execute({"ti": TaskTry(run_id="other")})
+    assert again["result"]["success"] is False
+    assert (pathlib.Path(remote) / "training_job" / "started_at").read_text() != started_at
+
+
+def test_a_retry_whose_instance_is_gone_reaches_nothing(instance, ec2, submission, tmp_path):
+    sid, path, remote = submission()
+    instance_id = ec2.launch()["InstanceId"]
+    ec2.client().terminate_instances(InstanceIds=[instance_id])
+    op = train_and_wait(instance, sid, path, tmp_path, instance_id=instance_id, skip_when_lost=True)
+    with pytest.raises(AirflowSkipException, match=f"instance {instance_id} was lost"):
+        op.execute({"ti": TaskTry(try_number=2)})
+    op.skip_when_lost = False
+    assert op.execute({"ti": TaskTry(try_number=2)}) == {"outcome": "lost"}
+    assert not os.path.exists(remote)  # nothing was uploaded to whoever holds the address now
+
+
+def test_a_fetch_replaces_every_local_copy_and_removes_what_the_instance_lacks(instance, submission, tmp_path):
+    sid, path, remote = submission()
+    started = start(instance, sid, path, memory_profiling=True)
+    assert watch(instance, sid, started["host_key"])["result"]["outcome"] == "finished"
+    assert fetch(instance, sid, started["host_key"], tmp_path)["success"] is True
+    predictions = tmp_path / "predictions" / f"submission_{sid:09d}"
+    logs = tmp_path / "logs" / f"submission_{sid:09d}"
+    (predictions / "stale.npz").write_text("from an earlier training")
+    assert sorted(os.listdir(logs)) == ["log", "mprof.dat"]
+
+    shutil.rmtree(os.path.join(remote, "training_output"))
+    os.remove(os.path.join(remote, "mprof.dat"))
+    result = fetch(instance, sid, started["host_key"], tmp_path)
+    assert result["success"] is False and result["error_msg"].endswith(f"{predictions} is missing")
+    assert not predictions.exists() and sorted(os.listdir(logs)) == ["log"]  # nothing stale, no staging left

@@ -1,9 +1,9 @@
 """
 The per-event training DAG: one run trains one submission.
 
-claim -> [attempt: launch and wait until ready -> upload+train (-> mark training) -> wait for
-the end and fetch] -> record -> hooks, with every attempt's instance terminated as a teardown
-whatever failed before it. An attempt whose instance is lost during training is skipped and
+claim -> [attempt: launch and wait until ready -> upload, train, wait for the end and fetch
+(beside it: mark training)] -> record -> hooks, with every attempt's instance terminated as a
+teardown whatever failed before it. An attempt whose instance is lost during training is skipped and
 followed by another on a new instance, up to ``instance_retries`` times; the last attempt's
 loss is recorded as a platform failure.
 
@@ -31,10 +31,10 @@ from ramp_airflow.operators.ramp_database import (
     RecordResultsOperator,
 )
 from ramp_airflow.operators.train import RsyncTrainOperator
-from ramp_airflow.sensors.training import TrainingFinishedSensor
 from ramp_airflow.utils.submission_states import SCORED, TRAINING_ERROR
 
 CLAIM = "claim_submission"
+TRAIN = "upload_and_train"
 # Airflow 3.3.2 can fail a deferred task whose trigger fires before the scheduler has recorded
 # the deferral (apache/airflow#72716); waiting again is harmless, so the deferring tasks retry.
 DEFERRAL_RETRIES = {"retries": 2, "retry_delay": datetime.timedelta(seconds=5)}
@@ -52,7 +52,7 @@ def training_attempt(ti, attempts: int) -> dict[str, Any]:
     Registered as a DAG macro so that the recording task can template from it.
     """
     for number in range(attempts, 0, -1):
-        outcome = ti.xcom_pull(task_ids=f"attempt_{number}.wait_for_training")
+        outcome = ti.xcom_pull(task_ids=f"attempt_{number}.{TRAIN}")
         if outcome:
             outcome = dict(outcome)
             return {"result": outcome.pop("result", None), "outcome": outcome}
@@ -118,23 +118,15 @@ def build_training_dag(config: EventConfig) -> DAG:
                 )
                 address = f"{{{{ ti.xcom_pull(task_ids='{group}.launch_instance', key='address') }}}}"
                 train = RsyncTrainOperator(
-                    task_id="upload_and_train",
+                    task_id=TRAIN,
+                    **DEFERRAL_RETRIES,
                     submission_id=submission_id,
                     address=address,
                     ramp_submissions_path=f"{{{{ {SUBMISSION}['path_ramp_submissions'] }}}}",
                     training_command=aws.training_command,
                     memory_profiling=aws.memory_profiling,
-                    **ssh_kwargs,
-                )
-                # Beside the wait, not before it: the database is updated while the training runs.
-                mark_training = MarkTrainingOperator(task_id="mark_training", submission_id=submission_id, **db)
-                finished = TrainingFinishedSensor(
-                    task_id="wait_for_training",
-                    **DEFERRAL_RETRIES,
-                    submission_id=submission_id,
-                    address=address,
-                    host_key=f"{{{{ ti.xcom_pull(task_ids='{group}.upload_and_train')['host_key'] }}}}",
-                    poke_interval=aws.check_finished_training_interval_secs,
+                    wait_for_completion=True,
+                    poll_interval=aws.check_finished_training_interval_secs,
                     training_timeout_secs=aws.training_timeout_secs,
                     instance_id=launch.output,
                     aws_params=aws_kwargs,
@@ -144,20 +136,18 @@ def build_training_dag(config: EventConfig) -> DAG:
                     skip_when_lost=number < attempts,
                     **ssh_kwargs,
                 )
+                # Beside the training, not before it: the database is updated while the upload runs.
+                mark_training = MarkTrainingOperator(task_id="mark_training", submission_id=submission_id, **db)
                 terminate = TerminateInstanceOperator(
                     task_id="terminate_instance", instance_id=launch.output, **aws_kwargs
                 )
-                previous >> launch >> train >> [mark_training, finished]
-                # Also straight from the launch (the wait already is, through launch.output): when an
-                # attempt is not needed, Airflow skips one level of its tasks per scheduling pass
-                # (about a second each), and the recording waits for the last of them.
-                launch >> mark_training
-                finished >> terminate.as_teardown(setups=launch, on_failure_fail_dagrun=True)
+                previous >> launch >> [train, mark_training]
+                train >> terminate.as_teardown(setups=launch, on_failure_fail_dagrun=True)
                 if "start_training" in config.hooks and number == 1:
                     mark_training >> _hook_task(config, "start_training", None)
             # Recording waits for the mark too, so that a quick training is never marked after it.
-            [mark_training, finished] >> record
-            previous = finished
+            [mark_training, train] >> record
+            previous = train
 
         for hook_name, state in (("successful_training", SCORED), ("failed_training", TRAINING_ERROR)):
             if hook_name in config.hooks:

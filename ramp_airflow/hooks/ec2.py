@@ -224,13 +224,19 @@ class RampEc2Hook(EC2Hook):
 
     def get_ssh_address(self, instance_id: str) -> str:
         """The address to SSH to: the public IP, else the private one (a VPN or a bastion reaches it)."""
-        instance = self.describe_instance(instance_id)
-        if instance is None:
-            raise AirflowException(f"Instance {instance_id} does not exist (any more): it cannot be reached")
-        address = instance.get("PublicIpAddress") or instance.get("PrivateIpAddress")
-        if not address:
-            raise AirflowException(f"Instance {instance_id} has no IP address (state {instance['State']['Name']})")
-        return address
+        return _ssh_address(instance_id, self.describe_instance(instance_id))
+
+    async def get_ssh_address_async(self, instance_id: str) -> str:
+        """:meth:`get_ssh_address` with aiobotocore, for triggers."""
+        async with await self.get_async_conn() as client:
+            with self._explained(f"describe instance {instance_id}"):
+                try:
+                    reservations = (await client.describe_instances(InstanceIds=[instance_id]))["Reservations"]
+                except ClientError as err:
+                    if _code(err) != _NOT_FOUND:
+                        raise
+                    reservations = []
+        return _ssh_address(instance_id, next((inst for r in reservations for inst in r["Instances"]), None))
 
     def get_readiness(self, instance_id: str) -> tuple[str, str]:
         """(:data:`~ramp_airflow.utils.ec2_lifecycle.READY`, ``WAITING`` or ``GONE``; a description)."""
@@ -271,3 +277,12 @@ class RampEc2Hook(EC2Hook):
         previous = changes[0]["PreviousState"]["Name"] if changes else None
         self.log.info("Terminated instance %s (it was %s)", instance_id, previous)
         return previous
+
+
+def _ssh_address(instance_id: str, instance: dict | None) -> str:
+    if instance is None:
+        raise AirflowException(f"Instance {instance_id} does not exist (any more): it cannot be reached")
+    address = instance.get("PublicIpAddress") or instance.get("PrivateIpAddress")
+    if not address:
+        raise AirflowException(f"Instance {instance_id} has no IP address (state {instance['State']['Name']})")
+    return address

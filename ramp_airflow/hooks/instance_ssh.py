@@ -6,8 +6,8 @@ Trust model (trust on first use, within one DAG run):
   connects with paramiko, reads the key the instance presents and returns it in its XCom
   (``"<type> <base64>"``). EC2 gives a fresh instance a fresh host key, so there is nothing
   to compare it with at that moment; the window is one connection right after launch.
-- Every later contact of the run (the upload's rsync, the sensor, its trigger, the fetch)
-  is given that key and accepts only it: paramiko with ``RejectPolicy``, asyncssh with the
+- Every later contact of the run (the upload's rsync, the training wait's trigger, the
+  fetch, a separate sensor) is given that key and accepts only it: paramiko with ``RejectPolicy``, asyncssh with the
   key as its only trusted host key, rsync's ssh with a temporary ``known_hosts`` holding
   only that key and ``StrictHostKeyChecking=yes``. A different key fails the task loudly.
 - A caller who knows the key beforehand (e.g. read from the instance's console output)
@@ -28,6 +28,7 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import paramiko
@@ -194,28 +195,31 @@ class InstanceSSHHook(BaseHook):
 
     def rsync(
         self,
-        source: str,
+        source: str | Sequence[str],
         destination: str,
         *,
         download: bool,
-        delete: bool = False,
         attempts: int = 3,
         backoff_secs: float = 5.0,
     ) -> None:
         """
-        rsync between a local path and a path on the instance (relative to the user's home).
+        rsync between local paths and paths on the instance (relative to the user's home).
 
-        :param source: the local path (upload) or the remote path (download)
+        :param source: the local path (upload) or the remote path (download); or several,
+            copied in one transfer into ``destination``
         :param destination: the remote path (upload) or the local path (download)
         :param download: whether the instance is the source
-        :param delete: delete destination files absent from the source
         :param attempts: tries in all when rsync exits with a transient code
         :param backoff_secs: wait before the next try, doubled each time
         """
         if not self.host_key:
             self.get_conn().close()  # learn the host key first: ssh below trusts nothing else
         t = self.target
-        remote = rc.remote_spec(t.username, t.host, source if download else destination)
+        sources = [source] if isinstance(source, str) else list(source)
+        if download:
+            sources = [rc.remote_spec(t.username, t.host, path) for path in sources]
+        else:
+            destination = rc.remote_spec(t.username, t.host, destination)
         with tempfile.TemporaryDirectory(prefix="ramp-airflow-ssh-") as tmp:
             known_hosts = os.path.join(tmp, "known_hosts")
             with open(known_hosts, "w") as f:
@@ -227,7 +231,7 @@ class InstanceSSHHook(BaseHook):
                 with os.fdopen(fd, "w") as f:
                     f.write(t.private_key.strip() + "\n")
             rsh = rc.ssh_argv(key_path, t.port, known_hosts, self.connect_timeout)
-            argv = rc.rsync_argv(rsh, remote if download else source, destination if download else remote, delete)
+            argv = rc.rsync_argv(rsh, sources, destination)
             for attempt in range(1, attempts + 1):
                 proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL)
                 if proc.returncode == 0:
@@ -235,7 +239,7 @@ class InstanceSSHHook(BaseHook):
                 detail = proc.stderr.strip()[-2000:]
                 if proc.returncode not in rc.RSYNC_TRANSIENT_EXIT_CODES or attempt == attempts:
                     raise AirflowException(
-                        f"rsync {argv[-2]} -> {argv[-1]} failed with exit code {proc.returncode} "
+                        f"rsync {' '.join(sources)} -> {destination} failed with exit code {proc.returncode} "
                         f"(attempt {attempt} of {attempts}): {detail}"
                     )
                 self.log.warning(

@@ -135,9 +135,11 @@ class LaunchInstanceOperator(RampEc2HookMixin, BaseOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         if not event or not event.get("instance_id"):
             raise AirflowException(f"Unexpected event while waiting for the instance to be ready: {event!r}")
-        return self._ready(context, event["instance_id"], event["status"], event["message"])
+        return self._ready(context, event["instance_id"], event["status"], event["message"], event.get("address"))
 
-    def _ready(self, context: Context, instance_id: str, verdict: str, description: str) -> str:
+    def _ready(
+        self, context: Context, instance_id: str, verdict: str, description: str, address: str | None = None
+    ) -> str:
         """Push the address of a ready instance; else terminate what this run launched, and fail."""
         self.log.info("Instance %s: %s", instance_id, description)
         error = ec2_lifecycle.unready_error(instance_id, verdict, description, self.ready_timeout)
@@ -149,7 +151,7 @@ class LaunchInstanceOperator(RampEc2HookMixin, BaseOperator):
                 except Exception:
                     self.log.exception("Could not terminate %s; the orphan sweep will", instance_id)
             raise AirflowException(error)
-        context["ti"].xcom_push(key="address", value=self.hook.get_ssh_address(instance_id))
+        context["ti"].xcom_push(key="address", value=address or self.hook.get_ssh_address(instance_id))
         return instance_id
 
     def _existing_instance(self) -> str | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
+import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -50,29 +52,29 @@ class FetchResultsMixin:
         """
         Download ``training_output``, ``log`` and ``mprof.dat`` with ``hook``, and parse them.
 
-        Files the instance lacks are not downloaded (and stale local copies are removed), which
-        makes the result a training failure naming the file rather than a failed task.
+        One transfer brings all three into a folder beside the log, from which each replaces
+        its local copy. Files the instance lacks are not downloaded (and stale local copies are
+        removed), which makes the result a training failure naming the file rather than a
+        failed task.
         """
         kit, submission_id = self.remote_ramp_kit_folder, self.submission
         remote_sub = layout.remote_submission_dir(kit, submission_id)
         predictions = layout.local_predictions_dir(self.local_predictions_folder, submission_id)
         log_dir = layout.local_log_dir(self.local_log_folder, submission_id)
-        existing = set(
-            hook.check_run(rc.existing_outputs_command(kit, submission_id), "listing the training output").split()
-        )
+        listed = hook.check_run(rc.existing_outputs_command(kit, submission_id), "listing the training output").split()
+        existing = [name for name in layout.OUTPUTS if name in listed]
         os.makedirs(log_dir, exist_ok=True)
-        downloads = {
-            layout.TRAINING_OUTPUT: (f"{remote_sub}/{layout.TRAINING_OUTPUT}/", predictions + "/"),
-            layout.LOG_FILE: (f"{remote_sub}/{layout.LOG_FILE}", os.path.join(log_dir, layout.LOG_FILE)),
-            layout.MPROF_FILE: (f"{remote_sub}/{layout.MPROF_FILE}", os.path.join(log_dir, layout.MPROF_FILE)),
-        }
-        for name, (source, destination) in downloads.items():
-            if name in existing:
-                os.makedirs(os.path.dirname(destination.rstrip("/")), exist_ok=True)
-                hook.rsync(source, destination, download=True, delete=name == layout.TRAINING_OUTPUT)
-            else:
-                self.log.warning("%s has no %s on the instance", layout.submission_folder(submission_id), name)
-                _remove(destination.rstrip("/"))
+        with tempfile.TemporaryDirectory(prefix=".download-", dir=log_dir) as staging:
+            if existing:
+                hook.rsync([posixpath.join(remote_sub, name) for name in existing], staging + "/", download=True)
+            for name in layout.OUTPUTS:
+                destination = predictions if name == layout.TRAINING_OUTPUT else os.path.join(log_dir, name)
+                _remove(destination)
+                if name in existing:
+                    os.makedirs(os.path.dirname(destination), exist_ok=True)
+                    shutil.move(os.path.join(staging, name), destination)
+                else:
+                    self.log.warning("%s has no %s on the instance", layout.submission_folder(submission_id), name)
         result = parse_training_results(submission_id, predictions, log_dir, int(self.expected_folds))
         outcome = "success" if result["success"] else "failure"
         self.log.info("Training of %s: %s", layout.submission_folder(submission_id), outcome)

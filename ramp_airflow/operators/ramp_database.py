@@ -118,7 +118,7 @@ class RecordResultsOperator(_RampDatabaseOperator):
     submission.
 
     :param submission_id: the submission (templated).
-    :param outcome: how the training ended, as the training-finished sensor returned it (templated).
+    :param outcome: how the training ended, as the training wait returned it (templated).
     :param result: the parsed results, as the fetch step returned them (templated).
     :param lost_message: the error message recorded when the instance was lost.
     :return: the state the submission was recorded in.

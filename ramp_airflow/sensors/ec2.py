@@ -69,12 +69,12 @@ class InstanceReadySensor(RampEc2HookMixin, BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         if not event or event.get("instance_id") != self.instance_id:
             raise AirflowException(f"Unexpected event while waiting for instance {self.instance_id}: {event!r}")
-        return self._outcome(event["status"], event["message"]).xcom_value
+        return self._outcome(event["status"], event["message"], event.get("address")).xcom_value
 
-    def _outcome(self, verdict: str, description: str) -> PokeReturnValue | bool:
+    def _outcome(self, verdict: str, description: str, address: str | None = None) -> PokeReturnValue | bool:
         error = ec2_lifecycle.unready_error(self.instance_id, verdict, description, self.timeout)
         if error:
             raise AirflowException(error)
         if verdict != ec2_lifecycle.READY:
             return False
-        return PokeReturnValue(is_done=True, xcom_value=self.hook.get_ssh_address(self.instance_id))
+        return PokeReturnValue(is_done=True, xcom_value=address or self.hook.get_ssh_address(self.instance_id))

@@ -15,7 +15,8 @@ class InstanceReadyTrigger(BaseTrigger):
     """
     Poll an instance until it runs with both status checks passed, it is gone, or time is up.
 
-    Yields one event: ``{"status": "ready" | "gone" | "timeout", "instance_id", "message"}``.
+    Yields one event: ``{"status": "ready" | "gone" | "timeout", "instance_id", "message"}``,
+    with the instance's SSH ``address`` when it is ready.
 
     :param instance_id: the instance to watch
     :param poll_interval: seconds between two checks (``aws.check_status_interval_secs``)
@@ -64,4 +65,8 @@ class InstanceReadyTrigger(BaseTrigger):
                 verdict = ec2_lifecycle.TIMEOUT
                 break
             await asyncio.sleep(min(self.poll_interval, remaining))
-        yield TriggerEvent({"status": verdict, "instance_id": self.instance_id, "message": description})
+        event = {"status": verdict, "instance_id": self.instance_id, "message": description}
+        if verdict == ec2_lifecycle.READY:
+            # Looked up here, the resumed task needs no EC2 client of its own: its start is billed.
+            event["address"] = await hook.get_ssh_address_async(self.instance_id)
+        yield TriggerEvent(event)

@@ -27,8 +27,9 @@ class TrainingFinishedTrigger(BaseTrigger):
     Each poll waits on the instance, up to ``poll_interval``, for the training to end, so the
     end is noticed within a second while the log is copied once per interval.
 
-    The event is ``{"status": "success", "result": <outcome>}`` (outcomes: see
-    :class:`~ramp_airflow.sensors.training.TrainingFinishedSensor`) or
+    The event is ``{"status": "success", "result": <outcome>, "host_key": <the pinned key>}``
+    (outcomes: see :class:`~ramp_airflow.utils.training_wait_mixin.TrainingWaitMixin`; the key
+    is for the resumed task, which fetches the results with it) or
     ``{"status": "error", "message": ...}`` for a wrong host key or refused credentials.
     A failed connection is retried at the next poll; with ``instance_id``, an instance that
     EC2 no longer reports as running gives the outcome ``lost``.
@@ -144,7 +145,7 @@ class TrainingFinishedTrigger(BaseTrigger):
                 else:
                     outcome = None
             if outcome is not None:
-                yield TriggerEvent({"status": "success", "result": outcome})
+                yield TriggerEvent({"status": "success", "result": outcome, "host_key": self.kwargs["host_key"]})
                 return
             # A poll that waited its whole interval is followed by the next at once.
             await asyncio.sleep(max(0.0, polled_at + self.kwargs["poll_interval"] - loop.time()))

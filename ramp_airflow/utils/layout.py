@@ -12,11 +12,15 @@ SUBMISSIONS = "submissions"  # in the kit folder
 TRAINING_OUTPUT = "training_output"
 LOG_FILE = "log"
 MPROF_FILE = "mprof.dat"
+# What a training leaves in the submission dir, downloaded after it and cleared before the next.
+OUTPUTS = (TRAINING_OUTPUT, LOG_FILE, MPROF_FILE)
 # The remote training job's record, inside the submission dir (see utils/remote_commands.py).
 JOB_DIR = "training_job"
 JOB_PID = "pid"
 JOB_STARTED_AT = "started_at"
 JOB_EXIT_CODE = "exit_code"
+# Which run's task started the job: its retry finds the training it started, even once ended.
+JOB_RUN_KEY = "run_key"
 # Never deleted: a lock on a re-created file would not exclude a holder of the old one.
 JOB_LOCK = ".training.lock"
 

@@ -20,6 +20,7 @@ working directory and no login shell, so this small wrapper is our own.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import posixpath
 import re
@@ -33,7 +34,6 @@ from ramp_airflow.utils import layout
 RSYNC_TRANSIENT_EXIT_CODES = frozenset({10, 12, 23, 30, 35, 255})
 LOG_CHUNK_MAX_BYTES = 1 << 20
 _ADDRESS = re.compile(r"^[A-Za-z0-9_.:\[\]]+$")
-_OUTPUTS = (layout.TRAINING_OUTPUT, layout.LOG_FILE, layout.MPROF_FILE)
 
 
 def check_address(address: str) -> str:
@@ -79,20 +79,9 @@ def ssh_argv(key_path: str, port: int, known_hosts_file: str, connect_timeout: i
     ]
 
 
-def rsync_argv(rsh: list[str], source: str, destination: str, delete: bool = False) -> list[str]:
-    """``rsync`` over ``rsh``; ``--delete`` makes a downloaded folder hold no stale files."""
-    return [
-        "rsync",
-        "--archive",
-        "--partial",
-        "--timeout=300",
-        *(["--delete"] if delete else []),
-        "-e",
-        shlex.join(rsh),
-        "--",
-        source,
-        destination,
-    ]
+def rsync_argv(rsh: list[str], sources: list[str], destination: str) -> list[str]:
+    """``rsync`` of ``sources`` (all local, or all on one host) to ``destination`` over ``rsh``."""
+    return ["rsync", "--archive", "--partial", "--timeout=300", "-e", shlex.join(rsh), "--", *sources, destination]
 
 
 def remote_spec(user: str, address: str, path: str) -> str:
@@ -115,6 +104,7 @@ def _paths(kit: str, submission_id: int) -> dict[str, str]:
         "pid": posixpath.join(job, layout.JOB_PID),
         "started": posixpath.join(job, layout.JOB_STARTED_AT),
         "exit": posixpath.join(job, layout.JOB_EXIT_CODE),
+        "run_key": posixpath.join(job, layout.JOB_RUN_KEY),
         "log": posixpath.join(sub, layout.LOG_FILE),
         "lock": posixpath.join(sub, layout.JOB_LOCK),
     }
@@ -149,25 +139,42 @@ def _job_script(p: dict[str, str], argv: list[str]) -> str:
     )
 
 
-def start_command(kit: str, submission_id: int, argv: list[str], wait_secs: int = 30) -> str:
+def start_command(
+    kit: str, submission_id: int, argv: list[str], run_key: str | None = None, wait_secs: int = 30
+) -> str:
     """
     Clear the submission's earlier output and start ``argv`` detached, unless a training runs.
 
-    Prints ``started <pid> <started_at>`` or ``running <pid> <started_at>`` (a training of
-    this submission was already running; nothing was touched). The job runs in its own
-    session (``setsid``), in the login environment, with the lock inherited on fd 9.
+    Prints ``started <pid> <started_at>``, or ``running <pid> <started_at>`` when a training of
+    this submission was already running. With ``run_key`` (who starts: a task of one run), a
+    training that this same key started and that has ended is not started again: it prints
+    ``ended <pid> <started_at>`` and leaves its output for the retried task to fetch. Nothing is
+    touched in either of those cases. The job runs in its own session (``setsid``), in the login
+    environment, with the lock inherited on fd 9.
     """
     p = _paths(kit, submission_id)
     q = {k: shlex.quote(v) for k, v in p.items()}
-    earlier = " ".join(shlex.quote(posixpath.join(p["sub"], name)) for name in _OUTPUTS)
+    earlier = " ".join(shlex.quote(posixpath.join(p["sub"], name)) for name in layout.OUTPUTS)
     job = shlex.quote(_job_script(p, argv))
+    ended = record_key = ""
+    if run_key is not None:
+        # A digest: whatever the run id holds, the remote script sees only hex digits.
+        key = shlex.quote(hashlib.sha256(run_key.encode()).hexdigest())
+        ended = (
+            f'if [ -s {q["exit"]} ] && [ "$(cat {q["run_key"]} 2>/dev/null)" = {key} ]; then\n'
+            f"  echo ended $(cat {q['pid']} 2>/dev/null) $(cat {q['started']} 2>/dev/null); exit 0\n"
+            "fi\n"
+        )
+        record_key = f"printf %s {key} > {q['run_key']} || exit 1\n"
     script = (
         "set -u\n"
         f"exec 9>> {q['lock']}\n"
         "if ! flock -n 9; then\n"
         f"  echo running $(cat {q['pid']} 2>/dev/null) $(cat {q['started']} 2>/dev/null); exit 0\n"
         "fi\n"
+        f"{ended}"
         f"rm -rf -- {earlier} {q['job']} && mkdir -- {q['job']} || exit 1\n"
+        f"{record_key}"
         f"setsid nohup bash -lc {job} < /dev/null > /dev/null 2>&1 &\n"
         f"for i in $(seq {wait_secs * 10}); do [ -s {q['pid']} ] && break; sleep 0.1; done\n"
         f"echo started $(cat {q['pid']} 2>/dev/null) $(cat {q['started']} 2>/dev/null)\n"
@@ -244,7 +251,7 @@ def kill_command(kit: str, submission_id: int, grace_secs: int = 10) -> str:
 def existing_outputs_command(kit: str, submission_id: int) -> str:
     """Print which of ``training_output``, ``log`` and ``mprof.dat`` exist, one a line."""
     sub = shlex.quote(layout.remote_submission_dir(kit, submission_id))
-    names = " ".join(shlex.quote(n) for n in _OUTPUTS)
+    names = " ".join(shlex.quote(n) for n in layout.OUTPUTS)
     return _bash(f'cd {sub} 2>/dev/null || exit 0\nfor f in {names}; do [ -e "$f" ] && echo "$f"; done\nexit 0\n')
 
 
@@ -289,12 +296,15 @@ def parse_poll_output(output: bytes) -> tuple[JobStatus, bytes]:
     return parse_status_line(line.decode("utf-8", "replace")), chunk
 
 
-def parse_start_output(output: str) -> tuple[bool, int, float]:
-    """``(started_now, pid, started_at)`` from :func:`start_command`'s output."""
+START_STATES = ("started", "running", "ended")
+
+
+def parse_start_output(output: str) -> tuple[str, int, float]:
+    """``(state, pid, started_at)`` from :func:`start_command`'s output; ``state`` is one of :data:`START_STATES`."""
     words = output.split()
-    if len(words) == 3 and words[0] in ("started", "running"):
+    if len(words) == 3 and words[0] in START_STATES:
         try:
-            return words[0] == "started", int(words[1]), float(words[2])
+            return words[0], int(words[1]), float(words[2])
         except ValueError:
             pass
     raise ValueError(f"the training job did not record itself on the instance; it printed {output!r}")
