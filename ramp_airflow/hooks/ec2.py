@@ -215,12 +215,22 @@ class RampEc2Hook(EC2Hook):
         """The instance's EC2 description, or None when EC2 does not know it."""
         with self._explained(f"describe instance {instance_id}"):
             try:
-                reservations = self.conn.describe_instances(InstanceIds=[instance_id])["Reservations"]
+                return _first_instance(self.conn.describe_instances(InstanceIds=[instance_id]))
             except ClientError as err:
                 if _code(err) == _NOT_FOUND:
                     return None
                 raise
-        return next((inst for r in reservations for inst in r["Instances"]), None)
+
+    async def describe_instance_async(self, instance_id: str) -> dict | None:
+        """:meth:`describe_instance` with aiobotocore, for triggers."""
+        async with await self.get_async_conn() as client:
+            with self._explained(f"describe instance {instance_id}"):
+                try:
+                    return _first_instance(await client.describe_instances(InstanceIds=[instance_id]))
+                except ClientError as err:
+                    if _code(err) == _NOT_FOUND:
+                        return None
+                    raise
 
     def get_ssh_address(self, instance_id: str) -> str:
         """The address to SSH to: the public IP, else the private one (a VPN or a bastion reaches it)."""
@@ -228,15 +238,7 @@ class RampEc2Hook(EC2Hook):
 
     async def get_ssh_address_async(self, instance_id: str) -> str:
         """:meth:`get_ssh_address` with aiobotocore, for triggers."""
-        async with await self.get_async_conn() as client:
-            with self._explained(f"describe instance {instance_id}"):
-                try:
-                    reservations = (await client.describe_instances(InstanceIds=[instance_id]))["Reservations"]
-                except ClientError as err:
-                    if _code(err) != _NOT_FOUND:
-                        raise
-                    reservations = []
-        return _ssh_address(instance_id, next((inst for r in reservations for inst in r["Instances"]), None))
+        return _ssh_address(instance_id, await self.describe_instance_async(instance_id))
 
     def get_readiness(self, instance_id: str) -> tuple[str, str]:
         """(:data:`~ramp_airflow.utils.ec2_lifecycle.READY`, ``WAITING`` or ``GONE``; a description)."""
@@ -277,6 +279,10 @@ class RampEc2Hook(EC2Hook):
         previous = changes[0]["PreviousState"]["Name"] if changes else None
         self.log.info("Terminated instance %s (it was %s)", instance_id, previous)
         return previous
+
+
+def _first_instance(response: dict) -> dict | None:
+    return next((inst for r in response["Reservations"] for inst in r["Instances"]), None)
 
 
 def _ssh_address(instance_id: str, instance: dict | None) -> str:
