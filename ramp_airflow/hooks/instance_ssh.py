@@ -23,12 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import paramiko
@@ -131,6 +132,17 @@ class InstanceSSHHook(BaseHook):
         if self.host_key:
             parse_host_key(self.host_key)
         self.connect_timeout = connect_timeout
+        self._held: paramiko.SSHClient | None = None
+
+    @contextlib.contextmanager
+    def held_connection(self) -> Iterator[None]:
+        """Run the commands of this block over one SSH connection, not one each: a login costs a round trip or more."""
+        self._held = self.get_conn()
+        try:
+            yield
+        finally:
+            held, self._held = self._held, None
+            held.close()
 
     def get_conn(self) -> paramiko.SSHClient:
         """A connected paramiko client that accepted only the pinned key (or learned it)."""
@@ -180,10 +192,14 @@ class InstanceSSHHook(BaseHook):
 
     def run(self, command: str, timeout: float = 120) -> tuple[int, bytes, bytes]:
         """Run ``command`` (a quoted string from remote_commands); ``(exit status, stdout, stderr)``."""
-        with self.get_conn() as client:
+        client = self._held or self.get_conn()
+        try:
             _, stdout, stderr = client.exec_command(command, timeout=timeout)
             out, err = stdout.read(), stderr.read()
             return stdout.channel.recv_exit_status(), out, err
+        finally:
+            if client is not self._held:
+                client.close()
 
     def check_run(self, command: str, what: str, timeout: float = 120) -> str:
         """Run ``command`` and return its stdout; fail naming ``what`` if it exits non-zero."""

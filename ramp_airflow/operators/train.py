@@ -98,12 +98,12 @@ class RsyncTrainOperator(TrainingWaitMixin, InstanceMixin, BaseOperator):
         if not os.path.isdir(source):
             raise FileNotFoundError(f"{source} does not exist: check ramp_submissions_path and submission_id")
         kit, folder = self.remote_ramp_kit_folder, layout.submission_folder(submission_id)
-        hook.check_run(rc.prepare_upload_command(kit, submission_id), "creating the submission folder")
-        hook.rsync(source + "/", layout.remote_submission_dir(kit, submission_id) + "/", download=False)
         argv = rc.training_argv(submission_id, self.training_command, self.memory_profiling)
-        state, pid, started_at = rc.parse_start_output(
-            hook.check_run(rc.start_command(kit, submission_id, argv, run_key), "starting the training")
-        )
+        with hook.held_connection():
+            hook.check_run(rc.prepare_upload_command(kit, submission_id), "creating the submission folder")
+            hook.rsync(source + "/", layout.remote_submission_dir(kit, submission_id) + "/", download=False)
+            started = hook.check_run(rc.start_command(kit, submission_id, argv, run_key), "starting the training")
+        state, pid, started_at = rc.parse_start_output(started)
         if state == "started":
             self.log.info("Training of %s started on %s: pid %s", folder, self.address, pid)
         elif state == "running":
