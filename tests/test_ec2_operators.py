@@ -110,6 +110,10 @@ def test_launch_failures_leave_nothing_running(ec2, dag, run_id):
 class PushedXComs(dict):
     """Stands in for the task instance of a context: records what a task pushes."""
 
+    def __init__(self, try_number=1):
+        super().__init__()
+        self.try_number = try_number
+
     def xcom_push(self, key, value):
         self[key] = value
 
@@ -135,6 +139,29 @@ def test_launch_waiting_for_ready_defers_then_pushes_the_ssh_address(ec2, dag, r
     # The address comes with the event: the resumed task does not ask EC2 again.
     operator.execute_complete({"run_id": run_id, "ti": pushed}, {**event.payload, "address": "127.0.0.2"})
     assert pushed == {"address": "127.0.0.2"}
+
+
+def test_a_launch_retry_looks_at_its_instance_before_deferring(ec2, dag, run_id):
+    """A retry gets back the instance of the first try: ready, it ends at once; still booting, it defers."""
+    operator = launch_operator(ec2, wait_for_ready=True, check_interval=0.2, ready_timeout=60)
+    with pytest.raises(TaskDeferred):
+        operator.execute({"run_id": run_id, "ti": PushedXComs()})  # just launched: nothing to look at yet
+    (instance_id,) = live(ec2, run_id)
+
+    retry = PushedXComs(try_number=2)
+    assert operator.execute({"run_id": run_id, "ti": retry}) == instance_id
+    assert retry == {"address": "127.0.0.1"} and live(ec2, run_id) == [instance_id]
+
+    ec2.set_status_delay(60)
+    try:
+        other_run = f"{run_id}-booting"
+        with pytest.raises(TaskDeferred):
+            operator.execute({"run_id": other_run, "ti": PushedXComs()})
+        with pytest.raises(TaskDeferred) as deferred:
+            operator.execute({"run_id": other_run, "ti": PushedXComs(try_number=2)})
+    finally:
+        ec2.set_status_delay(0)
+    assert deferred.value.trigger.serialize()[1]["instance_id"] == live(ec2, other_run)[0]
 
 
 def test_launch_waiting_without_deferring_polls_until_ready(ec2, dag, run_id):

@@ -47,8 +47,9 @@ class LaunchInstanceOperator(RampEc2HookMixin, BaseOperator):
     With ``wait_for_ready``, the task then waits until the instance runs with its status checks
     passed (in the triggerer when ``deferrable``) and also pushes its SSH address (XCom key
     ``address``): one task instead of a launch and an :class:`InstanceReadySensor`, which saves
-    a task start, billed, before every training. An instance that will not become ready is
-    terminated (unless it was an existing one) and the task fails.
+    a task start, billed, before every training. An instance the task did not just launch (an
+    existing one, or a retry's) is looked at once before deferring. An instance that will not
+    become ready is terminated (unless it was an existing one) and the task fails.
 
     :param submission_id: the RAMP submission to train (templated)
     :param event_name: the RAMP event (``ramp.event_name``)
@@ -111,6 +112,13 @@ class LaunchInstanceOperator(RampEc2HookMixin, BaseOperator):
         instance_id = self._existing_instance() or self._launch(context)
         if not self.wait_for_ready:
             return instance_id
+        ti = context.get("ti")
+        if self.deferrable and (_given(self.existing_instance_id) or (ti is not None and ti.try_number > 1)):
+            # An instance this try did not launch may be ready already. Look before deferring: a trigger that
+            # fires at once can be taken for a task killed externally (apache/airflow#72716).
+            verdict = self.hook.get_readiness(instance_id)
+            if verdict[0] != ec2_lifecycle.WAITING:
+                return self._ready(context, instance_id, *verdict)
         if not self.deferrable:
             deadline = time.monotonic() + self.ready_timeout
             while (verdict := self.hook.get_readiness(instance_id))[0] == ec2_lifecycle.WAITING:

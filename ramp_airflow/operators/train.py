@@ -27,7 +27,7 @@ class RsyncTrainOperator(TrainingWaitMixin, InstanceMixin, BaseOperator):
     The first contact with the instance: it learns the host key (unless ``host_key`` pins it).
     A retry while the training of the same submission still runs starts nothing and takes that
     training; a retry of this task in the same run after its training ended does not train
-    again, and takes that training's end.
+    again, and takes that training's end at once, without deferring.
 
     With ``wait_for_completion``, the task then waits for the training's end (in the triggerer
     when ``deferrable``) and returns its outcome with the fetched results, as
@@ -78,10 +78,12 @@ class RsyncTrainOperator(TrainingWaitMixin, InstanceMixin, BaseOperator):
             # A retry learns the host key anew: it must not reach whoever holds a lost instance's address.
             return self.conclude({"outcome": "lost"}, hook=None)
         hook = self.instance_hook(pinned=False)
-        started = self._upload_and_start(hook, _run_key(ti))
+        state, started = self._upload_and_start(hook, _run_key(ti))
         if not self.wait_for_completion:
             return started
-        if not self.deferrable:
+        # A training an earlier try ran to its end is concluded now: its trigger would fire at once, which
+        # Airflow 3.3.2 can take for a task killed externally (apache/airflow#72716), failing the retry too.
+        if not self.deferrable or state == "ended":
             while (outcome := self.poll_training(hook)) is None:
                 time.sleep(self.poll_interval)
             return {**self.conclude(outcome, hook), "host_key": hook.host_key}
@@ -92,7 +94,7 @@ class RsyncTrainOperator(TrainingWaitMixin, InstanceMixin, BaseOperator):
         self.host_key = event["host_key"]  # learned by the try that started the training
         return {**self.conclude(outcome, self.instance_hook()), "host_key": self.host_key}
 
-    def _upload_and_start(self, hook: InstanceSSHHook, run_key: str | None) -> dict:
+    def _upload_and_start(self, hook: InstanceSSHHook, run_key: str | None) -> tuple[str, dict]:
         submission_id = self.submission
         source = layout.local_submission_dir(self.ramp_submissions_path, submission_id)
         if not os.path.isdir(source):
@@ -117,7 +119,7 @@ class RsyncTrainOperator(TrainingWaitMixin, InstanceMixin, BaseOperator):
                 self.address,
                 pid,
             )
-        return {"host_key": hook.host_key, "pid": pid, "started_at": started_at}
+        return state, {"host_key": hook.host_key, "pid": pid, "started_at": started_at}
 
 
 def _run_key(ti) -> str | None:
