@@ -178,6 +178,25 @@ def test_sandbox_is_refused(event, ec2, capfd):
     assert event.submission(sandbox)["state"] == "new"
 
 
+def test_a_submission_left_in_flight_becomes_checking_error_once(event):
+    """The run's last task records the platform failure and fails for good: a retry would hide it."""
+    from airflow.providers.common.compat.sdk import AirflowFailException
+
+    from ramp_airflow.dag_factory.training import SUBMISSION
+
+    submission_id = event.db.submissions["random_forest"]
+    event.db.query("UPDATE submissions SET state = 'training' WHERE id = %s", (submission_id,))
+    task = event.training.get_task("ensure_final_state")
+    assert task.submission == f"{{{{ {SUBMISSION} }}}}"
+    task.submission = {"id": submission_id}  # as the claim task's XCom renders it
+    with pytest.raises(AirflowFailException, match="left training; it is now checking_error"):
+        task.execute({})
+    after = event.submission(submission_id)
+    assert after["state"] == "checking_error" and "without a result" in after["error_msg"]
+    task.execute({})  # nothing left to do
+    assert event.submission(submission_id)["state"] == "checking_error"
+
+
 def test_lost_instance_is_replaced(event, ec2, instance, tmp_path, monkeypatch):
     """sshd goes away and EC2 terminates the instance mid-training: attempt 2 trains on a new one."""
     from ramp_airflow.dag_factory import event_dags

@@ -36,7 +36,8 @@ from ramp_airflow.utils.submission_states import SCORED, TRAINING_ERROR
 CLAIM = "claim_submission"
 TRAIN = "upload_and_train"
 # Airflow 3.3.2 can fail a deferred task whose trigger fires before the scheduler has recorded
-# the deferral (apache/airflow#72716); waiting again is harmless, so the deferring tasks retry.
+# the deferral (apache/airflow#72716); waiting again is harmless, so the deferring tasks retry, and
+# a retry whose wait is already over ends without deferring.
 DEFERRAL_RETRIES = {"retries": 2, "retry_delay": datetime.timedelta(seconds=5)}
 SUBMISSION = f"ti.xcom_pull(task_ids='{CLAIM}')"
 

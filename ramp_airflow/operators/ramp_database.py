@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException, BaseOperator
 
 from ramp_airflow.utils.run_conf import RunConfError, parse_run_conf
 from ramp_airflow.utils.submission_states import IN_FLIGHT
@@ -66,19 +66,19 @@ class ClaimSubmissionOperator(_RampDatabaseOperator):
         try:
             request = parse_run_conf(context["dag_run"].conf or {})
         except RunConfError as err:
-            raise AirflowException(f"bad conf for this training run: {err}") from None
+            raise AirflowFailException(f"bad conf for this training run: {err}") from None
         hook = self.hook
         if request.submission_id is not None:
             found = hook.get_submission(request.submission_id)
         else:
             found = hook.find_submission(self.event_name, request.team, request.name)
         if found["event"] != self.event_name:
-            raise AirflowException(
+            raise AirflowFailException(
                 f"{request.describe()} belongs to event {found['event']!r}, not {self.event_name!r}: "
                 f"trigger ramp_train_{found['event']} instead"
             )
         if found["sandbox"]:
-            raise AirflowException(
+            raise AirflowFailException(
                 f"{request.describe()} is the event's sandbox ({found['name']!r}), which is never trained"
             )
         submission = hook.claim_submission(found["id"])
@@ -144,7 +144,7 @@ class RecordResultsOperator(_RampDatabaseOperator):
     def execute(self, context: Context) -> str:
         if self.outcome.get("outcome") == "lost":
             self.hook.set_checking_error(int(self.submission_id), self.lost_message)
-            raise AirflowException(f"submission {self.submission_id} is now checking_error: {self.lost_message}")
+            raise AirflowFailException(f"submission {self.submission_id} is now checking_error: {self.lost_message}")
         result = dict(self.result)
         if self.outcome.get("outcome") == "timeout":
             limit = f"Training was stopped after {self.outcome.get('after_secs', 0):.0f} s: it exceeded the event's training_timeout_secs."
@@ -160,7 +160,8 @@ class FinalizeSubmissionOperator(_RampDatabaseOperator):
 
     The training run's last task, which runs whatever failed before it. A submission still in
     an intermediate state goes to ``checking_error`` (a failure on the platform's side) with
-    ``message``.
+    ``message``, and the task fails so that the run shows the failure; it is not retried, since
+    another try would find nothing left to do and hide it.
 
     :param submission: the submission as the claim task returned it (templated); when the claim
         itself failed there is nothing to finalize.
@@ -183,4 +184,6 @@ class FinalizeSubmissionOperator(_RampDatabaseOperator):
             self.log.info("Submission %s is %s: nothing to do", submission_id, state)
             return
         self.hook.set_checking_error(submission_id, self.message)
-        raise AirflowException(f"submission {submission_id} was left {state}; it is now checking_error: {self.message}")
+        raise AirflowFailException(
+            f"submission {submission_id} was left {state}; it is now checking_error: {self.message}"
+        )
