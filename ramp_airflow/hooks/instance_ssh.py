@@ -136,7 +136,7 @@ class InstanceSSHHook(BaseHook):
 
     @contextlib.contextmanager
     def held_connection(self) -> Iterator[None]:
-        """Run the commands of this block over one SSH connection, not one each: a login costs a round trip or more."""
+        """Run the commands of this block over one SSH connection, not one each (a login costs round trips)."""
         self._held = self.get_conn()
         try:
             yield
