@@ -11,17 +11,17 @@ the RAMP database, Airflow's task instances, the remote job record and moto:
 
   detect     new -> claimed (submissions.sent_to_training_timestamp)
   dispatch   claimed -> launch_instance starts
-  ready      launch_instance starts -> it ends (the instance is ready, its address pushed)
-  upload     launch_instance ends -> the training job starts on the instance (its started_at)
+  ready      launch_instance starts -> wait_for_instance ends (the instance is ready, its address pushed)
+  upload     wait_for_instance ends -> the training job starts on the instance (its started_at)
   train      the training job (ramp-test under mprof) runs: not overhead
-  end->det   training job ends (its exit_code file) -> upload_and_train ends (results fetched)
-  fetch+rec  upload_and_train ends -> record_results ends (submission scored)
-  term       upload_and_train ends -> terminate_instance ends (termination requested)
+  end->det   training job ends (its exit_code file) -> fetch_results ends (results fetched)
+  fetch+rec  fetch_results ends -> record_results ends (submission scored)
+  term       fetch_results ends -> terminate_instance ends (termination requested)
   overhead   new -> scored, minus train
   idle       billed but not training: EC2 launch -> training start, training end -> terminate
 
 and, for three tasks that do not defer, where a task start's seconds go ("hops"): from what it
-waited for (the run's creation, launch_instance's end, the later end of upload_and_train and
+waited for (the run's creation, wait_for_instance's end, the later end of fetch_results and
 mark_training) to queued (the scheduler), queued -> running (the executor starting the task
 process), running -> ended (the task process: DAG file parse, API calls, the work);
 
@@ -60,8 +60,8 @@ from benchmarks.orchestration_report import (  # noqa: E402
 )
 from benchmarks.ramp_submissions import FINAL_STATES, add_new_submissions, remove_folders, retire_seeded  # noqa: E402
 from benchmarks.stack_probe import ProcessTrees, Sampler  # noqa: E402
-from ramp_airflow.sensors.new_submissions import training_run_id  # noqa: E402
 from ramp_airflow.utils import ec2_tags, layout  # noqa: E402
+from ramp_airflow.utils.dag_ids import loop_dag_id, training_dag_id, training_run_id  # noqa: E402
 from testbench.airflow_stack import running_airflow  # noqa: E402
 from testbench.ec2 import running_ec2  # noqa: E402
 from testbench.event_config import write_event_config  # noqa: E402
@@ -113,7 +113,7 @@ class Bench:
 
     def __init__(self, cluster, ramp_db, instance, ec2, stack, event_name: str):
         self.cluster, self.ramp_db, self.instance, self.ec2, self.stack = cluster, ramp_db, instance, ec2, stack
-        self.training_dag = f"ramp_train_{event_name}"
+        self.training_dag = training_dag_id(event_name)
         self.ramp = ramp_db.connect(autocommit=False)
         self.airflow = cluster.connect(stack.database)
         self.template = ramp_db.submissions["random_forest"]
@@ -246,18 +246,19 @@ class Bench:
         }
         t = {name.removeprefix(TASK_PREFIX): times for name, times in tasks.items()}
         job = self._remote_job(sid)
-        needed = ("launch_instance", "upload_and_train", "record_results", "terminate_instance")
+        needed = ("launch_instance", "wait_for_instance", "fetch_results", "record_results", "terminate_instance")
         if state != "scored" or row["retried"] or job is None or any(None in t.get(n, (None,))[:2] for n in needed):
             return row  # reported by state, left out of the phase medians
         start, end = job
         claimed = utc_epoch(claimed)
-        scored, terminated, watched = t["record_results"][1], t["terminate_instance"][1], t["upload_and_train"][1]
+        scored, terminated, watched = t["record_results"][1], t["terminate_instance"][1], t["fetch_results"][1]
+        ready = t["wait_for_instance"][1]
         row.update(
             {
                 "detect": claimed - t_new,
                 "dispatch": t["launch_instance"][0] - claimed,
-                "ready": t["launch_instance"][1] - t["launch_instance"][0],
-                "upload": start - t["launch_instance"][1],
+                "ready": ready - t["launch_instance"][0],
+                "upload": start - ready,
                 "train": end - start,
                 "end->det": watched - end,
                 "fetch+rec": scored - watched,
@@ -268,7 +269,7 @@ class Bench:
         )
         waited_for = {
             "claim_submission": t["run"][1],
-            "mark_training": t["launch_instance"][1],
+            "mark_training": ready,
             "record_results": max(watched, t["mark_training"][1]),
         }
         for task, upstream_end in waited_for.items():
@@ -298,8 +299,8 @@ def run_variant(name: str, args, cluster, ramp_db, instance, ec2, work: Path) ->
         cluster, str(config_dir), extra_env={**ec2.env, **airflow_env}, parallelism=args.parallelism, home=str(home)
     ) as stack:
         event = ramp_db.event
-        stack.unpause(f"ramp_train_{event}")
-        stack.unpause(f"ramp_train_loop_{event}")
+        stack.unpause(training_dag_id(event))
+        stack.unpause(loop_dag_id(event))
         bench = Bench(cluster, ramp_db, instance, ec2, stack, event)
         try:
             idle = bench.idle_cost(args.idle_secs)

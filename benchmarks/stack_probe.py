@@ -22,7 +22,7 @@ import time
 import psutil
 
 # The tasks that wait deferred.
-SENSOR_TASKS = ("launch_instance", "upload_and_train", "wait_for_new_submissions")
+SENSOR_TASKS = ("wait_for_instance", "wait_for_training", "wait_for_new_submissions")
 
 
 class ProcessTrees:

@@ -11,8 +11,9 @@ from ramp_airflow.config import ConfigError, EventConfig, load_config
 def _summary(config: EventConfig) -> str:
     aws = config.aws
     image = aws.ami_image_id or f"newest AMI named {aws.ami_image_name!r}"
-    hooks = ", ".join(config.hooks) or "no hooks"
-    return f"event {config.event_name}: {image}, {aws.instance_type}, {hooks}"
+    # The output names them as the YAML does (aws.hooks).
+    commands = ", ".join(config.event_commands) or "no hooks"
+    return f"event {config.event_name}: {image}, {aws.instance_type}, {commands}"
 
 
 def check_config(paths: list[str]) -> int:

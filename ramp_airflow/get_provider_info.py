@@ -24,15 +24,11 @@ def get_provider_info() -> dict:
                 "tags": ["service"],
             }
         ],
-        "hooks": _modules("hooks.ec2", "hooks.instance_ssh", "hooks.ramp_database"),
+        "hooks": _modules("hooks.ec2", "hooks.instance_ssh", "hooks.instance_ssh_async", "hooks.ramp_database"),
         "operators": _modules(
-            "operators.ec2",
-            "operators.train",
-            "operators.fetch",
-            "operators.ramp_database",
-            "operators.event_hook",
+            "operators.ec2", "operators.training", "operators.ramp_database", "operators.event_commands"
         ),
-        "sensors": _modules("sensors.ec2", "sensors.training", "sensors.new_submissions"),
+        "sensors": _modules("sensors.instance", "sensors.new_submissions"),
         "triggers": _modules("triggers.ec2", "triggers.training", "triggers.new_submissions"),
         # The backend uses the amazon, ssh and postgres providers' connection types.
         "connection-types": [],

@@ -35,7 +35,9 @@ class AirflowPlan:
     env: dict
 
     def cleanup(self) -> None:
-        shutil.rmtree(self.home, ignore_errors=True)
+        # RAMP_BENCH_KEEP_LOGS=1 keeps the home, task logs included, to read after a failed run.
+        if os.environ.get("RAMP_BENCH_KEEP_LOGS") != "1":
+            shutil.rmtree(self.home, ignore_errors=True)
 
 
 def plan(pg_user: str = "bench") -> AirflowPlan:

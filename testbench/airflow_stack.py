@@ -28,7 +28,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from ramp_airflow.seed_commands import RECOMMENDED_AIRFLOW_SETTINGS
+from ramp_airflow.train_commands import RECOMMENDED_AIRFLOW_SETTINGS
 from testbench._proc import free_port, group_members, tail, wait_until
 
 DAGS_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ramp_airflow", "dags")

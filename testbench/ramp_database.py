@@ -17,6 +17,7 @@ import os
 import subprocess
 import tempfile
 
+from ramp_airflow.utils.layout import local_submission_dir
 from testbench.postgres import PostgresCluster
 
 RAMP_PYTHON = "/opt/ramp-airflow/ramp-venv/bin/python"
@@ -66,7 +67,7 @@ class RampDatabase:
         return self.cluster.connect(self.dbname, autocommit=autocommit)
 
     def submission_folder(self, submission_id: int) -> str:
-        return os.path.join(self.submissions_dir, f"submission_{submission_id:09d}")
+        return local_submission_dir(self.submissions_dir, submission_id)
 
     def query(self, sql: str, params=()) -> list:
         """Run one query and return all rows (for assertions in tests)."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import textwrap
 
 import pytest
 
 from ramp_airflow.cli import main
-from ramp_airflow.config import ConfigError, load_config
+from ramp_airflow.config import AwsSettings, ConfigError, DatabaseSettings, EventConfig, load_config, validation
+from ramp_airflow.config.schema import SECTIONS, SETTING_METADATA_KEY, Setting, derive_sections, setting
 
 
 @pytest.fixture
@@ -81,7 +83,9 @@ def test_seed_example_loads_with_defaults_and_alias(tmp_path, key_file):
     assert config.aws.training_command == ("ramp-test",)
     # Relative local folders are relative to the config file, not to whatever the worker's cwd is.
     assert config.aws.local_predictions_folder == str(tmp_path / "predictions")
-    assert config.hooks == {"successful_training": ("cd /mnt/ramp_data/frontend;fab update_leaderboards:e=iris",)}
+    assert config.event_commands == {
+        "successful_training": ("cd /mnt/ramp_data/frontend;fab update_leaderboards:e=iris",),
+    }
     assert config.database.host == "localhost" and config.database.port == 5432
     assert "secret" not in repr(config)
 
@@ -100,7 +104,7 @@ def test_hook_lists_and_new_fields(tmp_path, key_file):
     config = load_config(write(tmp_path, text))
     assert config.aws.ami_image_name == "iris_backend"
     assert config.aws.ami_owners == ("self", "123456789012")
-    assert config.hooks == {"start_training": ("echo start",), "failed_training": ("echo one", "echo two")}
+    assert config.event_commands == {"start_training": ("echo start",), "failed_training": ("echo one", "echo two")}
     assert config.aws.training_command == ("ramp-test", "--quick-test")
     assert config.aws.training_timeout_secs == 3600 and config.aws.use_spot_instance is True
 
@@ -203,3 +207,36 @@ def test_check_config_command(tmp_path, key_file, capsys):
 def test_check_config_missing_file(tmp_path, capsys):
     assert main(["check-config", str(tmp_path / "none.yml")]) == 2
     assert "cannot read the file: No such file or directory" in capsys.readouterr().err
+
+
+def test_section_table_is_derived_from_the_dataclasses():
+    # The validator's table holds the very Setting objects declared on the dataclass fields, in field
+    # order: a second, hand-written table (even an equal one) fails this.
+    def settings(cls):
+        return {item.name: item.metadata.get(SETTING_METADATA_KEY) for item in dataclasses.fields(cls)}
+
+    def identities(table):
+        return [(key, id(spec)) for key, spec in table.items()]
+
+    event = settings(EventConfig)
+    assert list(SECTIONS) == ["sqlalchemy", "ramp", "aws"]
+    assert identities(SECTIONS["sqlalchemy"]) == identities(settings(DatabaseSettings))
+    assert identities(SECTIONS["ramp"]) == identities({"event_name": event["event_name"]})
+    assert identities(SECTIONS["aws"]) == identities({**settings(AwsSettings), "hooks": event["event_commands"]})
+    # The metadata carries each field's kind, default and constraints.
+    assert SECTIONS["aws"]["ssh_port"] == Setting("int", 22, positive=True)
+    assert SECTIONS["aws"]["hooks"].kind == "event_commands" and SECTIONS["aws"]["hooks"].default is None
+    assert SECTIONS["sqlalchemy"]["password"].secret and SECTIONS["ramp"]["event_name"].kind == "str"
+
+
+def test_a_field_added_to_the_dataclass_alone_is_validated(tmp_path, key_file, monkeypatch):
+    @dataclasses.dataclass(frozen=True)
+    class ExtendedAws(AwsSettings):
+        gpu_count: int = setting("int", 1, positive=True)
+
+    monkeypatch.setattr(validation, "SECTIONS", derive_sections(aws=ExtendedAws))
+    monkeypatch.setattr(validation, "AwsSettings", ExtendedAws)
+    assert load_config(write(tmp_path, seed_config(key_file))).aws.gpu_count == 1
+    assert load_config(write(tmp_path, seed_config(key_file, gpu_count="4"))).aws.gpu_count == 4
+    path = write(tmp_path, seed_config(key_file, gpu_count="0"))
+    assert problems_of(path) == [f"{path}: aws.gpu_count: must be greater than 0, not 0"]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import importlib.util
 import json
-import time
 import uuid
 
 import pytest
@@ -18,12 +16,15 @@ from airflow.providers.common.compat.sdk import (
     TaskDeferred,
 )
 from airflow.sdk import DAG
+from airflow.triggers.base import TaskFailedEvent, TaskSuccessEvent
 
 from ramp_airflow.hooks.ec2 import RampEc2Hook
 from ramp_airflow.operators.ec2 import LaunchInstanceOperator, TerminateInstanceOperator
-from ramp_airflow.sensors.ec2 import InstanceReadySensor
-from ramp_airflow.triggers.ec2 import InstanceReadyTrigger
+from ramp_airflow.sensors.instance import InstanceReadySensor
+from ramp_airflow.triggers.ec2 import InstanceReadyTrigger, ec2_hook
 from ramp_airflow.utils import ec2_tags
+from ramp_airflow.utils.aws_credentials import AwsCredentials
+from testbench.triggers import RecordingTaskInstance, run_trigger
 
 DAG_ID = "ramp_iris_train"
 
@@ -67,14 +68,6 @@ def state_of(ec2, instance_id: str) -> str:
     return RampEc2Hook().describe_instance(instance_id)["State"]["Name"]
 
 
-async def first_event(trigger, timeout: float = 30):
-    async def first():
-        async for event in trigger.run():
-            return event
-
-    return await asyncio.wait_for(first(), timeout)
-
-
 def test_launch_pushes_a_tagged_instance_and_a_retry_reuses_it(ec2, dag, run_id):
     operator = launch_operator(ec2, submission_id="42")  # as a template renders it
     instance_id = operator.execute({"run_id": run_id})
@@ -102,106 +95,9 @@ def test_launch_with_no_existing_instance_rendered_as_text(ec2, dag, run_id):
 def test_launch_failures_leave_nothing_running(ec2, dag, run_id):
     with pytest.raises(AirflowFailException, match="No available AMI named 'no-such-kit'"):
         launch_operator(ec2, ami_image_name="no-such-kit").execute({"run_id": run_id})
-    with pytest.raises(AirflowFailException, match="submission_id must be a whole number"):
+    with pytest.raises(AirflowFailException, match="submission id must be a non-negative integer"):
         launch_operator(ec2, submission_id="x;rm -rf").execute({"run_id": run_id})
     assert live(ec2, run_id) == []
-
-
-class PushedXComs(dict):
-    """Stands in for the task instance of a context: records what a task pushes."""
-
-    def __init__(self, try_number=1):
-        super().__init__()
-        self.try_number = try_number
-
-    def xcom_push(self, key, value):
-        self[key] = value
-
-
-def test_launch_waiting_for_ready_defers_then_pushes_the_ssh_address(ec2, dag, run_id):
-    operator = launch_operator(ec2, wait_for_ready=True, check_interval=0.2, ready_timeout=60)
-    with pytest.raises(TaskDeferred) as deferred:
-        operator.execute({"run_id": run_id})
-    assert deferred.value.method_name == "execute_complete"
-    classpath, kwargs = deferred.value.trigger.serialize()
-    (instance_id,) = live(ec2, run_id)
-    assert classpath.endswith("InstanceReadyTrigger") and kwargs["instance_id"] == instance_id
-
-    ec2.set_status_delay(1)
-    try:
-        event = asyncio.run(first_event(InstanceReadyTrigger(**kwargs)))
-    finally:
-        ec2.set_status_delay(0)
-    assert event.payload["address"] == "127.0.0.1"
-    pushed = PushedXComs()
-    assert operator.execute_complete({"run_id": run_id, "ti": pushed}, event.payload) == instance_id
-    assert pushed == {"address": "127.0.0.1"}
-    # The address comes with the event: the resumed task does not ask EC2 again.
-    operator.execute_complete({"run_id": run_id, "ti": pushed}, {**event.payload, "address": "127.0.0.2"})
-    assert pushed == {"address": "127.0.0.2"}
-
-
-def test_a_launch_retry_looks_at_its_instance_before_deferring(ec2, dag, run_id):
-    """A retry gets back the instance of the first try: ready, it ends at once; still booting, it defers."""
-    operator = launch_operator(ec2, wait_for_ready=True, check_interval=0.2, ready_timeout=60)
-    with pytest.raises(TaskDeferred):
-        operator.execute({"run_id": run_id, "ti": PushedXComs()})  # just launched: nothing to look at yet
-    (instance_id,) = live(ec2, run_id)
-
-    retry = PushedXComs(try_number=2)
-    assert operator.execute({"run_id": run_id, "ti": retry}) == instance_id
-    assert retry == {"address": "127.0.0.1"} and live(ec2, run_id) == [instance_id]
-
-    ec2.set_status_delay(60)
-    try:
-        other_run = f"{run_id}-booting"
-        with pytest.raises(TaskDeferred):
-            operator.execute({"run_id": other_run, "ti": PushedXComs()})
-        with pytest.raises(TaskDeferred) as deferred:
-            operator.execute({"run_id": other_run, "ti": PushedXComs(try_number=2)})
-    finally:
-        ec2.set_status_delay(0)
-    assert deferred.value.trigger.serialize()[1]["instance_id"] == live(ec2, other_run)[0]
-
-
-def test_launch_waiting_without_deferring_polls_until_ready(ec2, dag, run_id):
-    operator = launch_operator(ec2, wait_for_ready=True, check_interval=0.2, ready_timeout=60, deferrable=False)
-    pushed = PushedXComs()
-    ec2.set_status_delay(1)
-    try:
-        instance_id = operator.execute({"run_id": run_id, "ti": pushed})
-    finally:
-        ec2.set_status_delay(0)
-    assert live(ec2, run_id) == [instance_id] and pushed == {"address": "127.0.0.1"}
-
-
-def test_launch_terminates_an_instance_that_never_gets_ready(ec2, dag, run_id):
-    operator = launch_operator(ec2, wait_for_ready=True, check_interval=0.1, ready_timeout=0.3, deferrable=False)
-    ec2.set_status_delay(3600)
-    try:
-        with pytest.raises(AirflowException, match=r"not ready after 0s .* raise aws.instance_ready_timeout_secs"):
-            operator.execute({"run_id": run_id, "ti": PushedXComs()})
-        # The triggerer's verdict that the instance went away: terminated too, the task fails.
-        operator.ready_timeout, operator.deferrable = 60, True
-        with pytest.raises(TaskDeferred):
-            operator.execute({"run_id": f"{run_id}-2"})
-        (instance_id,) = live(ec2, f"{run_id}-2")
-        event = {"status": "gone", "instance_id": instance_id, "message": "state stopped"}
-        with pytest.raises(AirflowException, match=f"Instance {instance_id} stopped or disappeared"):
-            operator.execute_complete({"run_id": f"{run_id}-2", "ti": PushedXComs()}, event)
-    finally:
-        ec2.set_status_delay(0)
-    assert live(ec2, run_id) == [] and live(ec2, f"{run_id}-2") == []
-
-
-def test_launch_leaves_an_existing_instance_that_never_gets_ready_running(ec2, dag, run_id):
-    existing = ec2.launch()["InstanceId"]
-    operator = launch_operator(ec2, existing_instance_id=existing, wait_for_ready=True)
-    event = {"status": "timeout", "instance_id": existing, "message": "status initializing"}
-    with pytest.raises(AirflowException, match="not ready"):
-        operator.execute_complete({"run_id": run_id, "ti": PushedXComs()}, event)
-    assert state_of(ec2, existing) == "running"
-    ec2.client().terminate_instances(InstanceIds=[existing])
 
 
 def test_ready_sensor_defers_then_pushes_the_ssh_address(ec2, dag, run_id):
@@ -214,10 +110,11 @@ def test_ready_sensor_defers_then_pushes_the_ssh_address(ec2, dag, run_id):
     module, name = classpath.rsplit(".", 1)
     trigger = getattr(importlib.import_module(module), name)(**kwargs)  # as the triggerer rebuilds it
     assert isinstance(trigger, InstanceReadyTrigger) and kwargs["instance_id"] == instance_id
+    assert kwargs["end_from_trigger"] is False  # deferred from a worker, it resumes there
 
     ec2.set_status_delay(1)  # status checks pass one second after launch
     try:
-        event = asyncio.run(first_event(trigger))
+        event = run_trigger(trigger)
     finally:
         ec2.set_status_delay(0)
     assert event.payload["status"] == "ready" and event.payload["address"] == "127.0.0.1"
@@ -225,11 +122,44 @@ def test_ready_sensor_defers_then_pushes_the_ssh_address(ec2, dag, run_id):
     assert sensor.execute_complete({}, {**event.payload, "address": "127.0.0.2"}) == "127.0.0.2"
 
 
-def test_the_trigger_never_shows_the_secret_key(ec2):
-    params = {"aws_conn_id": None, "access_key_id": "KEYID", "secret_access_key": "key-secret"}
-    trigger = InstanceReadyTrigger("i-0123456789abcdef0", 1, deadline=0, aws_params=params)
-    assert "key-secret" not in repr(trigger) and "KEYID" in repr(trigger)
-    assert trigger.serialize()[1]["aws_params"] == params  # what Airflow stores, encrypted
+CONFIG_WITH_KEYS = """
+ramp: {{event_name: iris}}
+sqlalchemy: {{postgres_conn_id: ramp_db}}
+aws:
+  ami_image_id: ami-0123456789abcdef0
+  ami_user_name: ubuntu
+  instance_type: t2.micro
+  key_name: ramp
+  ssh_conn_id: ramp_ssh
+  security_group: ramp
+  remote_ramp_kit_folder: ~/ramp-kits/iris
+  local_predictions_folder: {tmp}/predictions
+  local_log_folder: {tmp}/logs
+  access_key_id: KEYID
+  secret_access_key: key-secret
+"""
+
+
+def test_the_secret_key_reaches_a_trigger_only_through_the_config(ec2, tmp_path):
+    config = tmp_path / "config.yml"
+    config.write_text(CONFIG_WITH_KEYS.format(tmp=tmp_path))
+    credentials = AwsCredentials(access_key_id="KEYID", secret_access_key="key-secret")
+    sensor = InstanceReadySensor(
+        task_id="ready",
+        instance_id="{{ ti.xcom_pull(task_ids='launch') }}",
+        aws_credentials=credentials,
+        config_path=str(config),
+    )
+    stored = sensor.start_trigger_args.trigger_kwargs  # what the serialized DAG and the trigger row hold
+    assert sensor.start_from_trigger and stored["instance_id"] == "{{ ti.xcom_pull(task_ids='launch') }}"
+    assert "key-secret" not in repr(stored) and "key-secret" not in repr(credentials)
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({})
+    assert "key-secret" not in repr(deferred.value.trigger.serialize())
+    hook = ec2_hook(stored["aws"])  # as the triggerer builds it
+    assert (hook.access_key_id, hook._secret_access_key) == ("KEYID", "key-secret")
+    with pytest.raises(ValueError, match="config_path"):
+        ec2_hook({**stored["aws"], "config_path": None})
 
 
 def test_ready_sensor_fails_loudly_when_the_instance_goes_away(ec2, dag, run_id):
@@ -243,8 +173,10 @@ def test_ready_sensor_fails_loudly_when_the_instance_goes_away(ec2, dag, run_id)
         RampEc2Hook().terminate_instance(instance_id)  # e.g. a reclaimed spot instance
         with pytest.raises(AirflowException, match=f"Instance {instance_id} stopped or disappeared .*terminated"):
             sensor.poke({})
-        trigger = InstanceReadyTrigger(instance_id, 0.1, deadline=time.time() + 60, aws_params={})
-        event = asyncio.run(first_event(trigger))
+        trigger = InstanceReadyTrigger(instance_id, {}, 0.1, timeout_secs=60)
+        event = run_trigger(trigger)
+        trigger.end_from_trigger = True  # started from the triggerer: it fails the task itself
+        assert isinstance(run_trigger(trigger), TaskFailedEvent)
     finally:
         ec2.set_status_delay(0)
     assert event.payload["status"] == "gone"
@@ -252,14 +184,14 @@ def test_ready_sensor_fails_loudly_when_the_instance_goes_away(ec2, dag, run_id)
         sensor.execute_complete({}, event.payload)
 
 
-def test_ready_sensor_poke_and_timeout(ec2, dag, run_id):
+def test_ready_sensor_poke_and_timeout(ec2, dag, run_id, monkeypatch):
     instance_id = launch_operator(ec2).execute({"run_id": run_id})
     sensor = InstanceReadySensor(task_id="ready", instance_id=instance_id, timeout=5, deferrable=False)
     ec2.set_status_delay(3600)
     try:
         assert sensor.poke({}) is False
-        trigger = InstanceReadyTrigger(instance_id, 0.1, deadline=time.time() + 0.3, aws_params={})
-        event = asyncio.run(first_event(trigger))
+        trigger = InstanceReadyTrigger(instance_id, {}, 0.1, timeout_secs=0.3)
+        event = run_trigger(trigger)
     finally:
         ec2.set_status_delay(0)
     assert event.payload["status"] == "timeout" and "initializing" in event.payload["message"]
@@ -269,6 +201,10 @@ def test_ready_sensor_poke_and_timeout(ec2, dag, run_id):
     assert isinstance(done, PokeReturnValue) and done.is_done and done.xcom_value == "127.0.0.1"
     with pytest.raises(AirflowException, match="Unexpected event"):
         sensor.execute_complete({}, {"status": "ready", "instance_id": "i-someone-else", "message": ""})
+    ending = InstanceReadyTrigger(instance_id, {}, 0.1, timeout_secs=5, end_from_trigger=True)
+    ending.task_instance = RecordingTaskInstance(monkeypatch)
+    assert isinstance(run_trigger(ending), TaskSuccessEvent)
+    assert ending.task_instance.xcoms == {"return_value": "127.0.0.1"}
 
 
 def test_terminate_only_what_this_run_launched(ec2, dag, run_id):
@@ -297,7 +233,7 @@ from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG
 
 from ramp_airflow.operators.ec2 import LaunchInstanceOperator, SweepOrphanInstancesOperator, TerminateInstanceOperator
-from ramp_airflow.sensors.ec2 import InstanceReadySensor
+from ramp_airflow.sensors.instance import InstanceReadySensor
 
 with DAG("ramp_done_{suffix}", schedule=None) as done_dag:
     EmptyOperator(task_id="noop")
@@ -312,6 +248,17 @@ with DAG("ramp_train_{suffix}", schedule=None) as train_dag:
         ami_image_name="{ami_name}",
     )
     ready = InstanceReadySensor(task_id="ready", instance_id=launch.output, poke_interval=0.2, timeout=60)
+    terminate = TerminateInstanceOperator(task_id="terminate", instance_id=launch.output)
+    launch >> ready >> terminate.as_teardown(setups=launch)
+
+with DAG("ramp_unready_{suffix}", schedule=None) as unready_dag:
+    launch = LaunchInstanceOperator(
+        task_id="launch", submission_id=42, event_name="{event}", instance_type="t2.micro", key_name="{key_name}",
+        security_group="{security_group}", ami_image_name="{ami_name}",
+    )
+    ready = InstanceReadySensor(
+        task_id="ready", instance_id="{{{{ ti.xcom_pull(task_ids='launch') }}}}", poke_interval=0.1, timeout=0.5
+    )
     terminate = TerminateInstanceOperator(task_id="terminate", instance_id=launch.output)
     launch >> ready >> terminate.as_teardown(setups=launch)
 
@@ -358,13 +305,18 @@ def test_dags(ec2, airflow_home, tmp_path, monkeypatch):
     settings.Session.remove()
 
 
-def test_launch_ready_teardown_in_a_real_dag_run(ec2, test_dags):
-    ec2.set_status_delay(1)
+def run_with_status_checks_after(ec2, dag, delay: float):
+    """A dag.test() run of ``dag`` while instances pass their status checks ``delay`` s after launch."""
+    ec2.set_status_delay(delay)
     try:
-        run = test_dags.train_dag.test()
+        run = dag.test()
     finally:
         ec2.set_status_delay(0)
-    states = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def test_launch_ready_teardown_in_a_real_dag_run(ec2, test_dags):
+    run, states = run_with_status_checks_after(ec2, test_dags.train_dag, 1)
     assert run.state == "success" and states == {"launch": "success", "ready": "success", "terminate": "success"}
     [instance] = [i for i in RampEc2Hook().list_backend_instances(test_dags.event)] or [None]
     assert instance is None  # the teardown terminated it
@@ -373,6 +325,12 @@ def test_launch_ready_teardown_in_a_real_dag_run(ec2, test_dags):
     assert instance["State"]["Name"] == "terminated"
     assert ec2_tags.tags_of(instance)[ec2_tags.DAG_ID] == test_dags.train_dag.dag_id
     assert xcom(run, "ready") == "127.0.0.1" and xcom(run, "launch") == instance["InstanceId"]
+
+
+def test_an_instance_that_never_gets_ready_is_terminated_by_the_teardown(ec2, test_dags):
+    run, states = run_with_status_checks_after(ec2, test_dags.unready_dag, 3600)
+    assert run.state == "failed" and states == {"launch": "success", "ready": "failed", "terminate": "success"}
+    assert RampEc2Hook().list_backend_instances(test_dags.event) == []
 
 
 def fail_right_after_creating(monkeypatch):

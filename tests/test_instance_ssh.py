@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ramp_airflow.hooks.instance_ssh import InstanceSSHHook
+from ramp_airflow.utils.instance_login import InstanceLogin
 
 
 def client_port(hook: InstanceSSHHook) -> str:
@@ -11,7 +12,9 @@ def client_port(hook: InstanceSSHHook) -> str:
 
 
 def test_a_held_connection_carries_every_command_of_its_block(instance):
-    hook = InstanceSSHHook(instance.host, instance.user, key_path=instance.key_path, ssh_port=instance.port)
+    hook = InstanceSSHHook(
+        instance.host, InstanceLogin(ami_user_name=instance.user, key_path=instance.key_path, ssh_port=instance.port)
+    )
     apart = {client_port(hook), client_port(hook)}
     with hook.held_connection():
         held = {client_port(hook), client_port(hook), client_port(hook)}

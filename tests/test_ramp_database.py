@@ -14,6 +14,13 @@ from ramp_airflow.utils import ramp_sql
 from ramp_airflow.utils import submission_states as states
 
 SHELL_NAME = "x;touch PWNED$(id)"
+SCORE_NAMES = (
+    "SELECT est.name FROM event_score_types est JOIN events e ON e.id = est.event_id WHERE e.name = %s ORDER BY est.id"
+)
+WAITING = (
+    "SELECT s.id FROM submissions s JOIN event_teams et ON et.id = s.event_team_id JOIN events e ON e.id = et.event_id "
+    "WHERE e.name = %s AND s.state = 'new' AND s.name <> e.ramp_sandbox_name"
+)
 
 
 def _settings(db) -> DatabaseSettings:
@@ -54,7 +61,7 @@ def _snapshot(db, sub_id) -> dict:
 
 
 def _result(hook, db, sub_id, success=True) -> dict:
-    names, n = hook.score_names(db.event), hook.n_cv_folds(db.event)
+    names, n = [name for (name,) in db.query(SCORE_NAMES, (db.event,))], hook.n_cv_folds(db.event)
     return {
         "submission_id": sub_id,
         "success": success,
@@ -77,9 +84,7 @@ def _result(hook, db, sub_id, success=True) -> dict:
 
 def test_reads(ramp_db):
     hook = _hook(ramp_db)
-    new = hook.new_submissions(ramp_db.event)
-    assert [s["name"] for s in new] == ["random_forest", "error_in_fit", SHELL_NAME]
-    assert not any(s["sandbox"] for s in new) and {s["state"] for s in new} == {"new"}
+    assert hook.room_for_training(ramp_db.event, 10) == 3  # the three new submissions, not the sandbox
     rf = hook.get_submission(ramp_db.submissions["random_forest"])
     assert rf == {
         "id": ramp_db.submissions["random_forest"],
@@ -93,7 +98,6 @@ def test_reads(ramp_db):
     assert hook.find_submission(ramp_db.event, "test_user_2", SHELL_NAME)["id"] == ramp_db.submissions[SHELL_NAME]
     assert hook.get_submission(ramp_db.sandbox_ids[0])["sandbox"] is True
     assert hook.n_cv_folds(ramp_db.event) == ramp_db.n_cv_folds
-    assert hook.score_names(ramp_db.event) == ["acc", "error", "bal_acc"]
     with pytest.raises(SubmissionNotFound, match="submission id 999999"):
         hook.get_submission(999999)
     with pytest.raises(SubmissionNotFound, match="'nope' of team 'test_user'"):
@@ -183,7 +187,7 @@ def _claim_until_empty(settings: DatabaseSettings, event: str, barrier, results)
 def test_concurrent_claims_from_processes_never_overlap(fresh_ramp_db):
     db = fresh_ramp_db
     _add_submissions(db, 24)
-    expected = {s["id"] for s in _hook(db).new_submissions(db.event)}
+    expected = {i for (i,) in db.query(WAITING, (db.event,))}
     # fork: the parent holds no database connection (each hook call opens and closes its own),
     # and the children start in a second instead of re-importing Airflow.
     ctx = multiprocessing.get_context("fork")
@@ -209,7 +213,7 @@ def test_concurrent_claims_from_processes_never_overlap(fresh_ramp_db):
 
 def test_transitions_write_submission_and_folds(fresh_ramp_db):
     db, hook = fresh_ramp_db, _hook(fresh_ramp_db)
-    rf, err, other = (db.submissions[n] for n in ("random_forest", "error_in_fit", SHELL_NAME))
+    rf, err = (db.submissions[n] for n in ("random_forest", "error_in_fit"))
     n = db.n_cv_folds
     with pytest.raises(states.StateTransitionError, match="only be moved to 'training' from 'sent_to_training'"):
         hook.set_training(rf)
@@ -219,19 +223,14 @@ def test_transitions_write_submission_and_folds(fresh_ramp_db):
     stamp = db.query("SELECT training_timestamp FROM submissions WHERE id = %s", (rf,))
     hook.set_training(rf)  # a retried task: nothing changes
     assert db.query("SELECT training_timestamp FROM submissions WHERE id = %s", (rf,)) == stamp
-    hook.set_training_error(rf, "Traceback: boom")
-    state, folds, _, _, _, msg = _state(db, rf)
-    assert (state, folds, msg) == (states.TRAINING_ERROR, [states.TRAINING_ERROR] * n, "Traceback: boom")
     hook.set_checking_error(err, "the instance never answered on SSH")
     state, folds, _, _, _, msg = _state(db, err)
     assert (state, folds) == (states.CHECKING_ERROR, [states.CHECKING_ERROR] * n)
     assert "This problem is on RAMP side" in msg and msg.endswith("Reason: the instance never answered on SSH")
-    hook.reset_to_new(other)
-    assert _state(db, other)[:3] == ("new", ["new"] * n, -1)
-    for refused in (lambda: hook.reset_to_new(rf), lambda: hook.set_training_error(err, "x")):
+    for refused in (lambda: hook.set_training(err), lambda: hook.set_checking_error(err, "again")):
         with pytest.raises(states.StateTransitionError):
             refused()
-    assert _state(db, rf)[0] == states.TRAINING_ERROR and _state(db, err)[0] == states.CHECKING_ERROR
+    assert _state(db, rf)[0] == states.TRAINING and _state(db, err)[0] == states.CHECKING_ERROR
 
 
 def test_record_success_is_complete_and_idempotent(fresh_ramp_db):

@@ -9,17 +9,18 @@ import os
 import pathlib
 import shutil
 import subprocess
-import time
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowSkipException, TaskDeferred
+from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException, TaskDeferred
+from airflow.triggers.base import TaskSkippedEvent, TaskSuccessEvent
 
-from ramp_airflow.operators.fetch import FetchResultsOperator
-from ramp_airflow.operators.train import RsyncTrainOperator
-from ramp_airflow.sensors.training import TrainingFinishedSensor
+from ramp_airflow.operators.training import FetchResultsOperator, RsyncTrainOperator
+from ramp_airflow.sensors.instance import TrainingFinishedSensor
 from ramp_airflow.triggers.training import TrainingFinishedTrigger
+from ramp_airflow.utils.instance_login import InstanceLogin
 from testbench._proc import pid_alive, wait_until
 from testbench.instance import KIT_SRC
+from testbench.triggers import RecordingTaskInstance, run_trigger
 
 FOLDS = 2  # testbench/kit/problem.py
 SLOW_ESTIMATOR = """import time
@@ -51,21 +52,25 @@ def submission(tmp_path, instance):
     return make
 
 
-def ssh_kwargs(instance):
-    return {
-        "ami_user_name": instance.user,
-        "key_path": instance.key_path,
-        "ssh_port": instance.port,
-        "address": instance.host,
-        "remote_ramp_kit_folder": instance.remote_kit_folder,
-    }
-
-
-def start(instance, sid, path, **kwargs):
-    op = RsyncTrainOperator(
-        task_id="train", submission_id=sid, ramp_submissions_path=path, **ssh_kwargs(instance), **kwargs
+def login(instance) -> InstanceLogin:
+    return InstanceLogin(
+        ami_user_name=instance.user,
+        key_path=instance.key_path,
+        ssh_port=instance.port,
+        remote_ramp_kit_folder=instance.remote_kit_folder,
     )
-    return op.execute({})
+
+
+def start(instance, sid, path, context=None, **kwargs):
+    op = RsyncTrainOperator(
+        task_id="train",
+        submission_id=sid,
+        ramp_submissions_path=path,
+        address=instance.host,
+        login=login(instance),
+        **kwargs,
+    )
+    return op.execute(context or {})
 
 
 class TaskTry:
@@ -75,44 +80,45 @@ class TaskTry:
         self.dag_id, self.run_id, self.task_id, self.map_index, self.try_number = "dag", run_id, "train", -1, try_number
 
 
-def train_and_wait(instance, sid, path, tmp_path, **kwargs):
-    """An RsyncTrainOperator that waits for the end and fetches, as the training DAG has it."""
-    return RsyncTrainOperator(
-        task_id="train",
+def wait_sensor(instance, sid, host_key, **kwargs):
+    """The training wait as the training DAG has it."""
+    return TrainingFinishedSensor(
+        task_id="wait",
         submission_id=sid,
-        ramp_submissions_path=path,
-        wait_for_completion=True,
-        poll_interval=0.5,
-        expected_folds=FOLDS,
-        local_predictions_folder=str(tmp_path / "predictions"),
-        local_log_folder=str(tmp_path / "logs"),
-        **ssh_kwargs(instance),
-        **kwargs,
+        address=instance.host,
+        host_key=host_key,
+        login=login(instance),
+        poke_interval=0.5,
+        **{"instance_id": None, **kwargs},
     )
 
 
 def watch(instance, sid, host_key, timeout=120, poll_interval=0.5, **kwargs):
-    """Run the trigger as the triggerer would, bounded; return its single event's payload."""
+    """Run the training trigger the sensor defers to; return its event's payload."""
     trigger = TrainingFinishedTrigger(
-        submission_id=sid, host_key=host_key, poll_interval=poll_interval, **ssh_kwargs(instance), **kwargs
+        submission_id=sid,
+        address=instance.host,
+        host_key=host_key,
+        instance_id=kwargs.pop("instance_id", None),
+        login=login(instance).to_dict(),
+        aws={},
+        poll_interval=poll_interval,
+        **kwargs,
     )
-
-    async def first_event():
-        async for event in trigger.run():
-            return event.payload
-
-    return asyncio.run(asyncio.wait_for(first_event(), timeout))
+    return run_trigger(trigger, timeout).payload
 
 
-def fetch(instance, sid, host_key, tmp_path):
+def fetch(instance, sid, host_key, tmp_path, **kwargs):
     op = FetchResultsOperator(
         task_id="fetch",
         submission_id=sid,
+        address=instance.host,
         host_key=host_key,
+        login=login(instance),
         expected_folds=FOLDS,
         local_predictions_folder=str(tmp_path / "predictions"),
         local_log_folder=str(tmp_path / "logs"),
-        **ssh_kwargs(instance),
+        **kwargs,
     )
     return op.execute({})
 
@@ -124,7 +130,6 @@ def test_good_submission_trains_and_parses_as_written(instance, submission, tmp_
     assert watch(instance, sid, started["host_key"]) == {
         "status": "success",
         "result": {"outcome": "finished", "exit_code": 0},
-        "host_key": started["host_key"],
     }
     result = fetch(instance, sid, started["host_key"], tmp_path)
     assert result["success"] is True and result["error_msg"] == "" and result["max_ram"] is None
@@ -180,30 +185,56 @@ def test_sshd_restart_during_training_is_survived(instance, submission, tmp_path
         await loop.run_in_executor(None, instance.restart)
         return await watcher
 
-    assert asyncio.run(restart_then_watch()) == {
-        "status": "success",
-        "result": {"outcome": "finished", "exit_code": 0},
-        "host_key": started["host_key"],
-    }
+    assert asyncio.run(restart_then_watch()) == {"status": "success", "result": {"outcome": "finished", "exit_code": 0}}
     assert fetch(instance, sid, started["host_key"], tmp_path)["success"] is True
 
 
-def test_poke_mode_survives_sshd_down(instance, submission):
-    sid, path, _ = submission(estimator=SLOW_ESTIMATOR.format(secs=3))
+def test_the_wait_defers_from_a_worker_and_resumes_with_the_outcome(instance, submission):
+    """How dag.test() (ramp_aws_train) runs the wait: execute defers, the worker resumes with the event."""
+    sid, path, _ = submission()
     started = start(instance, sid, path)
-    sensor = TrainingFinishedSensor(
-        task_id="wait", submission_id=sid, host_key=started["host_key"], deferrable=False, **ssh_kwargs(instance)
-    )
-    instance.stop()
+    sensor = wait_sensor(instance, sid, started["host_key"])
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor.execute({})
+    assert deferred.value.trigger.end_from_trigger is False
+    event = run_trigger(deferred.value.trigger)
+    assert sensor.execute_complete({}, event.payload) == {"outcome": "finished", "exit_code": 0}
+
+
+def test_the_wait_starts_and_ends_in_the_triggerer(instance, submission, monkeypatch):
+    """Started from the triggerer, the trigger gets the sensor's templates and ends the task itself."""
+    sensor = wait_sensor(instance, "{{ ti.xcom_pull(task_ids='claim')['id'] }}", "{{ host_key }}")
+    assert sensor.start_from_trigger is True
+    kwargs = sensor.start_trigger_args.trigger_kwargs
+    assert kwargs["submission_id"] == "{{ ti.xcom_pull(task_ids='claim')['id'] }}" and kwargs["end_from_trigger"]
+    assert set(TrainingFinishedSensor.template_fields) <= set(kwargs)
+    assert "secret" not in repr(kwargs)
+
+    sid, path, _ = submission()
+    started = start(instance, sid, path)
+    # As the triggerer has it once it rendered the templates: strings.
+    trigger = TrainingFinishedTrigger(**{**kwargs, "submission_id": str(sid), "host_key": started["host_key"]})
+    trigger.task_instance = RecordingTaskInstance(monkeypatch)
+    assert isinstance(run_trigger(trigger), TaskSuccessEvent)
+    assert trigger.task_instance.xcoms == {"return_value": {"outcome": "finished", "exit_code": 0}}
+
+
+def test_a_lost_instance_skips_the_wait_so_that_the_next_attempt_runs(instance, ec2, submission):
+    sid, path, _ = submission(estimator=SLOW_ESTIMATOR.format(secs=600))
+    started = start(instance, sid, path)
+    instance_id = ec2.launch()["InstanceId"]
+    ec2.client().terminate_instances(InstanceIds=[instance_id])
+    instance.stop()  # every poll fails, and EC2 reports the instance terminated
     try:
-        assert sensor.poke({}).is_done is False  # a dropped connection is not a failure
+        sensor = wait_sensor(instance, sid, started["host_key"], instance_id=instance_id, skip_when_lost=True)
+        kwargs = sensor.start_trigger_args.trigger_kwargs
+        assert isinstance(run_trigger(TrainingFinishedTrigger(**kwargs)), TaskSkippedEvent)
+        assert watch(instance, sid, started["host_key"], instance_id=instance_id)["result"] == {"outcome": "lost"}
+        with pytest.raises(AirflowSkipException, match=f"instance {instance_id} was lost"):
+            sensor.execute_complete({}, {"status": "success", "result": {"outcome": "lost"}})
     finally:
         instance.start()
-    deadline = time.monotonic() + 120
-    while not (value := sensor.poke({})).is_done:
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
-    assert value.xcom_value == {"outcome": "finished", "exit_code": 0}
+        watch(instance, sid, started["host_key"], training_timeout_secs=0.1)
 
 
 def test_timeout_kills_the_process_group(instance, submission):
@@ -278,44 +309,22 @@ def test_a_dead_training_is_reported_as_died(instance, submission):
     assert watch(instance, sid, started["host_key"])["result"] == {"outcome": "died"}
 
 
-def test_train_and_wait_defers_then_fetches_as_it_resumes(instance, submission, tmp_path):
-    sid, path, _ = submission()
-    op = train_and_wait(instance, sid, path, tmp_path)
-    with pytest.raises(TaskDeferred) as deferred:
-        op.execute({"ti": TaskTry()})
-    classpath, trigger_kwargs = deferred.value.trigger.serialize()
-    host_key = trigger_kwargs["host_key"]
-    assert host_key.split() == instance.known_hosts_line.split()[1:]
-    assert classpath.endswith("TrainingFinishedTrigger") and trigger_kwargs["host_key"] == host_key
-
-    async def first_event():
-        async for event in deferred.value.trigger.run():
-            return event.payload
-
-    event = asyncio.run(asyncio.wait_for(first_event(), 120))
-    resumed = train_and_wait(instance, sid, path, tmp_path)  # as Airflow rebuilds the task to resume it
-    done = resumed.execute_complete({"ti": TaskTry()}, event)
-    assert done["outcome"] == "finished" and done["exit_code"] == 0 and done["host_key"] == host_key
-    assert done["result"]["success"] is True and len(done["result"]["folds"]) == FOLDS
-    assert os.path.isfile(tmp_path / "predictions" / f"submission_{sid:09d}" / "fold_1" / "y_pred_test.npz")
-
-
 def test_a_retry_after_the_training_ended_does_not_train_again(instance, submission, tmp_path):
     sid, path, remote = submission("error_in_fit")
-    first = train_and_wait(instance, sid, path, tmp_path, deferrable=False).execute({"ti": TaskTry()})
-    assert first["outcome"] == "finished" and first["result"]["success"] is False
+    first = start(instance, sid, path, {"ti": TaskTry()})
+    assert watch(instance, sid, first["host_key"])["result"]["outcome"] == "finished"
     started_at = (pathlib.Path(remote) / "training_job" / "started_at").read_text()
 
-    # The same task of the same run, tried again (e.g. its fetch failed): the ended training's result,
-    # concluded at once even when deferrable (a trigger would fire at once: apache/airflow#72716).
-    retry = train_and_wait(instance, sid, path, tmp_path).execute({"ti": TaskTry(try_number=2)})
-    assert retry == first
+    # The same task of the same run, tried again: the ended training is the retry's, as it is.
+    retry = start(instance, sid, path, {"ti": TaskTry(try_number=2)})
+    assert (retry["pid"], retry["started_at"]) == (first["pid"], first["started_at"])
     assert (pathlib.Path(remote) / "training_job" / "started_at").read_text() == started_at
     assert (pathlib.Path(remote) / "log").read_text().count("Testing Iris classification") == 1
+    assert fetch(instance, sid, retry["host_key"], tmp_path)["success"] is False
 
     # Another run trains it again.
-    again = train_and_wait(instance, sid, path, tmp_path, deferrable=False).execute({"ti": TaskTry(run_id="other")})
-    assert again["result"]["success"] is False
+    start(instance, sid, path, {"ti": TaskTry(run_id="other")})
+    assert watch(instance, sid, first["host_key"])["result"]["outcome"] == "finished"
     assert (pathlib.Path(remote) / "training_job" / "started_at").read_text() != started_at
 
 
@@ -323,12 +332,20 @@ def test_a_retry_whose_instance_is_gone_reaches_nothing(instance, ec2, submissio
     sid, path, remote = submission()
     instance_id = ec2.launch()["InstanceId"]
     ec2.client().terminate_instances(InstanceIds=[instance_id])
-    op = train_and_wait(instance, sid, path, tmp_path, instance_id=instance_id, skip_when_lost=True)
+    retry = {"ti": TaskTry(try_number=2)}
     with pytest.raises(AirflowSkipException, match=f"instance {instance_id} was lost"):
-        op.execute({"ti": TaskTry(try_number=2)})
-    op.skip_when_lost = False
-    assert op.execute({"ti": TaskTry(try_number=2)}) == {"outcome": "lost"}
+        start(instance, sid, path, retry, instance_id=instance_id, skip_when_lost=True)
+    with pytest.raises(AirflowException, match=f"instance {instance_id} was lost"):
+        start(instance, sid, path, retry, instance_id=instance_id)
     assert not os.path.exists(remote)  # nothing was uploaded to whoever holds the address now
+    with pytest.raises(AirflowSkipException, match="nothing to fetch"):
+        fetch(
+            instance,
+            sid,
+            instance.known_hosts_line.split(maxsplit=1)[1],
+            tmp_path,
+            training_outcome={"outcome": "lost"},
+        )
 
 
 def test_a_fetch_replaces_every_local_copy_and_removes_what_the_instance_lacks(instance, submission, tmp_path):

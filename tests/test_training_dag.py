@@ -216,12 +216,12 @@ def test_lost_instance_is_replaced(event, ec2, instance, tmp_path, monkeypatch):
     def started_training() -> bool:
         # The job's pid file comes before the start command's SSH session ends: dropping connections
         # in between would lose the instance during the upload, not during the training. Once the
-        # task waits for the trigger, dag.test() has it queued again (the scheduler: deferred).
+        # wait waits for its trigger, dag.test() has it queued again (the scheduler: deferred).
         with create_session() as session:
             state = session.scalar(
                 select(TaskInstance.state).where(
                     TaskInstance.dag_id == training.dag_id,
-                    TaskInstance.task_id == "attempt_1.upload_and_train",
+                    TaskInstance.task_id == "attempt_1.wait_for_training",
                     TaskInstance.start_date >= since,
                 )
             )
@@ -251,7 +251,8 @@ def test_lost_instance_is_replaced(event, ec2, instance, tmp_path, monkeypatch):
 
     states = task_states(dag_run)
     assert dag_run.state == "success", states
-    assert states["attempt_1.upload_and_train"] == "skipped" and states["attempt_2.upload_and_train"] == "success"
+    assert states["attempt_1.wait_for_training"] == "skipped" and states["attempt_2.wait_for_training"] == "success"
+    assert states["attempt_1.fetch_results"] == "skipped" and states["attempt_2.fetch_results"] == "success"
     assert states["attempt_1.terminate_instance"] == "success"
     assert event.submission(submission_id)["state"] == "scored"
     assert sorted(instances_of(ec2, submission_id, earlier).values()) == ["terminated", "terminated"]

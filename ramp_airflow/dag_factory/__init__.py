@@ -7,8 +7,9 @@ from pathlib import Path
 from airflow.sdk import DAG
 
 from ramp_airflow.config import ConfigError, load_config
-from ramp_airflow.dag_factory.loop import build_loop_dag, loop_dag_id
-from ramp_airflow.dag_factory.training import build_training_dag, training_dag_id
+from ramp_airflow.dag_factory.loop import build_loop_dag
+from ramp_airflow.dag_factory.training import build_training_dag
+from ramp_airflow.utils.dag_ids import loop_dag_id, training_dag_id
 
 __all__ = [
     "build_loop_dag",

@@ -1,10 +1,12 @@
-"""The operator arguments an event config gives, grouped the way the operators take them."""
+"""What the event config gives the tasks, in the forms they take it: built here, once per DAG."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from ramp_airflow.config import EventConfig
+from ramp_airflow.utils.aws_credentials import AwsCredentials
+from ramp_airflow.utils.instance_login import InstanceLogin
 
 
 def database_arguments(config: EventConfig) -> dict[str, Any]:
@@ -16,25 +18,25 @@ def database_arguments(config: EventConfig) -> dict[str, Any]:
     }
 
 
-def aws_arguments(config: EventConfig) -> dict[str, Any]:
-    """For the EC2 operators and sensors (a connection id wins over the rest, in the hook)."""
+def aws_credentials(config: EventConfig) -> AwsCredentials:
+    """How the EC2 tasks reach AWS (a connection id wins over the rest, in the hook)."""
     aws = config.aws
-    return {
-        "aws_conn_id": aws.aws_conn_id,
-        "region_name": aws.region_name,
-        "profile_name": aws.profile_name,
-        "access_key_id": aws.access_key_id,
-        "secret_access_key": aws.secret_access_key,
-    }
+    return AwsCredentials(
+        aws_conn_id=aws.aws_conn_id,
+        region_name=aws.region_name,
+        profile_name=aws.profile_name,
+        access_key_id=aws.access_key_id,
+        secret_access_key=aws.secret_access_key,
+    )
 
 
-def ssh_arguments(config: EventConfig) -> dict[str, Any]:
-    """For the operators and sensors that reach the instance over SSH."""
+def instance_login(config: EventConfig) -> InstanceLogin:
+    """How the tasks that reach an instance log in, and where its kit folder is."""
     aws = config.aws
-    return {
-        "ami_user_name": aws.ami_user_name,
-        "key_path": aws.key_path,
-        "ssh_conn_id": aws.ssh_conn_id,
-        "ssh_port": aws.ssh_port,
-        "remote_ramp_kit_folder": aws.remote_ramp_kit_folder,
-    }
+    return InstanceLogin(
+        ami_user_name=aws.ami_user_name,
+        key_path=aws.key_path,
+        ssh_conn_id=aws.ssh_conn_id,
+        ssh_port=aws.ssh_port,
+        remote_ramp_kit_folder=aws.remote_ramp_kit_folder,
+    )

@@ -8,18 +8,17 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import DAG
 
 from ramp_airflow.config import EventConfig
-from ramp_airflow.dag_factory.arguments import aws_arguments
-from ramp_airflow.dag_factory.training import DEFERRAL_RETRIES, training_dag_id
+from ramp_airflow.dag_factory.arguments import aws_credentials
 from ramp_airflow.operators.ec2 import SweepOrphanInstancesOperator
 from ramp_airflow.sensors.new_submissions import NewSubmissionsSensor
+from ramp_airflow.utils.dag_ids import loop_dag_id, training_dag_id
 
 # How long a loop run waits for a new submission before making way for the next (and its sweep):
 # a fixed time, not a number of polls, so that short polls do not restart tasks every few seconds.
 LOOP_RUN_WAIT_SECS = 600
-
-
-def loop_dag_id(event_name: str) -> str:
-    return f"ramp_train_loop_{event_name}"
+# Airflow 3.3.2 can fail a task that defers from a worker when its trigger fires before the scheduler
+# has recorded the deferral (apache/airflow#72716); waiting again is harmless, so the wait retries.
+DEFERRAL_RETRIES = {"retries": 2, "retry_delay": datetime.timedelta(seconds=5)}
 
 
 def build_loop_dag(config: EventConfig) -> DAG:
@@ -38,13 +37,13 @@ def build_loop_dag(config: EventConfig) -> DAG:
         doc_md=__doc__,
     ) as dag:
         SweepOrphanInstancesOperator(
-            task_id="sweep_orphan_instances", event_name=config.event_name, **aws_arguments(config)
+            task_id="sweep_orphan_instances", event_name=config.event_name, aws_credentials=aws_credentials(config)
         )
         claim = NewSubmissionsSensor(
             task_id="wait_for_new_submissions",
             **DEFERRAL_RETRIES,
             event_name=config.event_name,
-            max_concurrent=aws.max_concurrent_instances,
+            max_concurrent_instances=aws.max_concurrent_instances,
             postgres_conn_id=config.database.postgres_conn_id,
             config_path=config.path,
             poke_interval=interval,

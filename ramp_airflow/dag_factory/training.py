@@ -1,15 +1,14 @@
 """
-The per-event training DAG: one run trains one submission.
+The per-event training DAG: one run trains one submission, one task per step.
 
-claim -> [attempt: launch and wait until ready -> upload, train, wait for the end and fetch
-(beside it: mark training)] -> record -> hooks, with every attempt's instance terminated as a
-teardown whatever failed before it. An attempt whose instance is lost during training is skipped and
-followed by another on a new instance, up to ``instance_retries`` times; the last attempt's
-loss is recorded as a platform failure.
+claim_submission -> [attempt: launch_instance -> wait_for_instance -> upload_and_train ->
+wait_for_training -> fetch_results, with mark_training beside the upload and terminate_instance as
+the attempt's teardown] -> record_results -> the event's commands -> ensure_final_state.
 
-Each step that waits (the boot, the training) is one deferrable task that does the work around
-its wait itself: every task start costs seconds of scheduling, and the ones between launch and
-termination are billed.
+An attempt whose instance is lost during training is skipped and followed by another on a new
+instance, up to ``instance_retries`` times; the last attempt's loss is recorded as a platform
+failure. The two waits start in the triggerer and end there, so a wait holds no worker slot and
+costs no task start; run by ``dag.test()`` (``ramp_aws_train``), they defer from the worker instead.
 """
 
 from __future__ import annotations
@@ -20,43 +19,51 @@ from typing import Any
 from airflow.sdk import DAG, TaskGroup, TriggerRule
 
 from ramp_airflow.config import EventConfig
-from ramp_airflow.dag_factory.arguments import aws_arguments, database_arguments, ssh_arguments
+from ramp_airflow.dag_factory.arguments import aws_credentials, database_arguments, instance_login
 from ramp_airflow.dag_factory.run_form import add_run_form
 from ramp_airflow.operators.ec2 import LaunchInstanceOperator, TerminateInstanceOperator
-from ramp_airflow.operators.event_hook import RunEventHookOperator
+from ramp_airflow.operators.event_commands import RunEventCommandsOperator
 from ramp_airflow.operators.ramp_database import (
     ClaimSubmissionOperator,
     FinalizeSubmissionOperator,
     MarkTrainingOperator,
     RecordResultsOperator,
 )
-from ramp_airflow.operators.train import RsyncTrainOperator
+from ramp_airflow.operators.training import FetchResultsOperator, RsyncTrainOperator
+from ramp_airflow.sensors.instance import InstanceReadySensor, TrainingFinishedSensor
+from ramp_airflow.utils.dag_ids import training_dag_id
 from ramp_airflow.utils.submission_states import SCORED, TRAINING_ERROR
 
 CLAIM = "claim_submission"
-TRAIN = "upload_and_train"
-# Airflow 3.3.2 can fail a deferred task whose trigger fires before the scheduler has recorded
-# the deferral (apache/airflow#72716); waiting again is harmless, so the deferring tasks retry, and
-# a retry whose wait is already over ends without deferring.
-DEFERRAL_RETRIES = {"retries": 2, "retry_delay": datetime.timedelta(seconds=5)}
+LAUNCH = "launch_instance"
+WAIT_FOR_INSTANCE = "wait_for_instance"
+UPLOAD_AND_TRAIN = "upload_and_train"
+WAIT_FOR_TRAINING = "wait_for_training"
+FETCH = "fetch_results"
+# A dropped connection or a throttled EC2 call heals: the steps that act on the instance try again,
+# and are idempotent (a retried launch gets its instance back, a retried upload never trains twice).
+RETRIES = {"retries": 2, "retry_delay": datetime.timedelta(seconds=5)}
 SUBMISSION = f"ti.xcom_pull(task_ids='{CLAIM}')"
 
 
-def training_dag_id(event_name: str) -> str:
-    return f"ramp_train_{event_name}"
+def _xcom(task_id: str, key: str = "") -> str:
+    """
+    A template of a task's XCom; kept a string, since the waits render theirs in the triggerer, which
+    serves only the pull of one map index (the tasks are not mapped: -1).
+    """
+    return f"{{{{ ti.xcom_pull(task_ids='{task_id}', map_indexes=-1){key} }}}}"
 
 
 def training_attempt(ti, attempts: int) -> dict[str, Any]:
     """
-    The outcome and fetched results of the last attempt that got as far as a training outcome.
+    The training outcome and fetched results of the last attempt that got as far as an outcome.
 
     Registered as a DAG macro so that the recording task can template from it.
     """
     for number in range(attempts, 0, -1):
-        outcome = ti.xcom_pull(task_ids=f"attempt_{number}.{TRAIN}")
+        outcome = ti.xcom_pull(task_ids=f"attempt_{number}.{WAIT_FOR_TRAINING}")
         if outcome:
-            outcome = dict(outcome)
-            return {"result": outcome.pop("result", None), "outcome": outcome}
+            return {"outcome": outcome, "result": ti.xcom_pull(task_ids=f"attempt_{number}.{FETCH}")}
     raise LookupError("no training attempt of this run reached an outcome")
 
 
@@ -64,8 +71,8 @@ def build_training_dag(config: EventConfig) -> DAG:
     """Build ``ramp_train_<event>`` from an event config."""
     aws = config.aws
     attempts = aws.instance_retries + 1
-    db, aws_kwargs, ssh_kwargs = database_arguments(config), aws_arguments(config), ssh_arguments(config)
-    submission_id = f"{{{{ {SUBMISSION}['id'] }}}}"
+    db, credentials, login = database_arguments(config), aws_credentials(config), instance_login(config)
+    submission_id = _xcom(CLAIM, "['id']")
 
     with DAG(
         dag_id=training_dag_id(config.event_name),
@@ -95,10 +102,14 @@ def build_training_dag(config: EventConfig) -> DAG:
         previous = claim
         for number in range(1, attempts + 1):
             group = f"attempt_{number}"
+            instance_id, address = _xcom(f"{group}.{LAUNCH}"), _xcom(f"{group}.{WAIT_FOR_INSTANCE}")
+            # Which instance, and which submission on it: the same for the three tasks that reach it.
+            on_instance = {"submission_id": submission_id, "address": address, "login": login}
+            host_key = _xcom(f"{group}.{UPLOAD_AND_TRAIN}", "['host_key']")
             with TaskGroup(group, tooltip=f"Training attempt {number} of {attempts}"):
                 launch = LaunchInstanceOperator(
-                    task_id="launch_instance",
-                    **DEFERRAL_RETRIES,
+                    task_id=LAUNCH,
+                    **RETRIES,
                     # A later attempt runs only when the one before lost its instance (and skipped).
                     trigger_rule=TriggerRule.ALL_SUCCESS if number == 1 else TriggerRule.ALL_SKIPPED,
                     submission_id=submission_id,
@@ -111,48 +122,65 @@ def build_training_dag(config: EventConfig) -> DAG:
                     ami_owners=aws.ami_owners,
                     use_spot_instance=aws.use_spot_instance,
                     spot_wait_secs=aws.spot_wait_secs,
-                    existing_instance_id=f"{{{{ {SUBMISSION}['instance_id'] }}}}",
-                    wait_for_ready=True,
-                    check_interval=aws.check_status_interval_secs,
-                    ready_timeout=aws.instance_ready_timeout_secs,
-                    **aws_kwargs,
+                    existing_instance_id=_xcom(CLAIM, "['instance_id']"),
+                    aws_credentials=credentials,
                 )
-                address = f"{{{{ ti.xcom_pull(task_ids='{group}.launch_instance', key='address') }}}}"
+                ready = InstanceReadySensor(
+                    task_id=WAIT_FOR_INSTANCE,
+                    instance_id=instance_id,
+                    aws_credentials=credentials,
+                    config_path=config.path,
+                    poke_interval=aws.check_status_interval_secs,
+                    timeout=aws.instance_ready_timeout_secs,
+                )
                 train = RsyncTrainOperator(
-                    task_id=TRAIN,
-                    **DEFERRAL_RETRIES,
-                    submission_id=submission_id,
-                    address=address,
-                    ramp_submissions_path=f"{{{{ {SUBMISSION}['path_ramp_submissions'] }}}}",
+                    task_id=UPLOAD_AND_TRAIN,
+                    **RETRIES,
+                    **on_instance,
+                    ramp_submissions_path=_xcom(CLAIM, "['path_ramp_submissions']"),
                     training_command=aws.training_command,
                     memory_profiling=aws.memory_profiling,
-                    wait_for_completion=True,
-                    poll_interval=aws.check_finished_training_interval_secs,
+                    instance_id=instance_id,
+                    aws_credentials=credentials,
+                    skip_when_lost=number < attempts,
+                )
+                finished = TrainingFinishedSensor(
+                    task_id=WAIT_FOR_TRAINING,
+                    **on_instance,
+                    host_key=host_key,
+                    instance_id=instance_id,
+                    aws_credentials=credentials,
+                    config_path=config.path,
+                    poke_interval=aws.check_finished_training_interval_secs,
                     training_timeout_secs=aws.training_timeout_secs,
-                    instance_id=launch.output,
-                    aws_params=aws_kwargs,
+                    skip_when_lost=number < attempts,
+                )
+                fetch = FetchResultsOperator(
+                    task_id=FETCH,
+                    **on_instance,
+                    host_key=host_key,
                     local_predictions_folder=aws.local_predictions_folder,
                     local_log_folder=aws.local_log_folder,
-                    expected_folds=f"{{{{ {SUBMISSION}['n_folds'] }}}}",
-                    skip_when_lost=number < attempts,
-                    **ssh_kwargs,
+                    expected_folds=_xcom(CLAIM, "['n_folds']"),
+                    training_outcome=_xcom(f"{group}.{WAIT_FOR_TRAINING}"),
                 )
-                # Beside the training, not before it: the database is updated while the upload runs.
+                # Beside the upload, not before it: the database is updated while the upload runs.
                 mark_training = MarkTrainingOperator(task_id="mark_training", submission_id=submission_id, **db)
                 terminate = TerminateInstanceOperator(
-                    task_id="terminate_instance", instance_id=launch.output, **aws_kwargs
+                    task_id="terminate_instance", instance_id=instance_id, aws_credentials=credentials
                 )
-                previous >> launch >> [train, mark_training]
-                train >> terminate.as_teardown(setups=launch, on_failure_fail_dagrun=True)
-                if "start_training" in config.hooks and number == 1:
-                    mark_training >> _hook_task(config, "start_training", None)
+                previous >> launch >> ready >> [train, mark_training]
+                train >> finished >> fetch
+                fetch >> terminate.as_teardown(setups=launch, on_failure_fail_dagrun=True)
+                if "start_training" in config.event_commands and number == 1:
+                    mark_training >> _event_commands_task(config, "start_training", None)
             # Recording waits for the mark too, so that a quick training is never marked after it.
-            [mark_training, train] >> record
-            previous = train
+            [mark_training, fetch] >> record
+            previous = fetch
 
-        for hook_name, state in (("successful_training", SCORED), ("failed_training", TRAINING_ERROR)):
-            if hook_name in config.hooks:
-                record >> _hook_task(config, hook_name, state, recorded_state=record.output)
+        for moment, state in (("successful_training", SCORED), ("failed_training", TRAINING_ERROR)):
+            if moment in config.event_commands:
+                record >> _event_commands_task(config, moment, state, recorded_state=record.output)
         ensure_final = FinalizeSubmissionOperator(
             task_id="ensure_final_state",
             submission=f"{{{{ {SUBMISSION} }}}}",
@@ -164,11 +192,12 @@ def build_training_dag(config: EventConfig) -> DAG:
     return add_run_form(dag)
 
 
-def _hook_task(config: EventConfig, hook_name: str, only_if_state: str | None, recorded_state: Any = None):
-    return RunEventHookOperator(
-        task_id=f"hook_{hook_name}",
-        hook_name=hook_name,
-        commands=config.hooks[hook_name],
+def _event_commands_task(config: EventConfig, moment: str, only_if_state: str | None, recorded_state: Any = None):
+    # The task id keeps the seed's word: organisers know these as the event's hooks.
+    return RunEventCommandsOperator(
+        task_id=f"hook_{moment}",
+        moment=moment,
+        commands=config.event_commands[moment],
         submission=f"{{{{ {SUBMISSION} }}}}",
         local_log_folder=config.aws.local_log_folder,
         only_if_state=only_if_state,

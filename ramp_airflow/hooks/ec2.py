@@ -151,11 +151,9 @@ class RampEc2Hook(EC2Hook):
         :param instance_type: e.g. ``t2.micro``
         :param key_name: the EC2 key pair to log in with
         :param security_group: a security group name (default VPC) or id (``sg-...``)
-        :param event_name: the RAMP event
-        :param submission_id: the submission to train
-        :param dag_id: the launching Airflow DAG
-        :param run_id: the launching Airflow run
-        :param task_id: the launching task (its retries get the same instance back)
+        :param event_name: the RAMP event; ``submission_id`` the submission to train
+        :param dag_id: the launching run's DAG, ``run_id`` that run, ``task_id`` the launching task
+            (its retries get the same instance back)
         :param use_spot_instance: try a spot instance first
         :param spot_wait_secs: how long to keep trying spot before launching on demand
         :return: the instance id
@@ -213,24 +211,14 @@ class RampEc2Hook(EC2Hook):
 
     def describe_instance(self, instance_id: str) -> dict | None:
         """The instance's EC2 description, or None when EC2 does not know it."""
-        with self._explained(f"describe instance {instance_id}"):
-            try:
-                return _first_instance(self.conn.describe_instances(InstanceIds=[instance_id]))
-            except ClientError as err:
-                if _code(err) == _NOT_FOUND:
-                    return None
-                raise
+        with self._explained(f"describe instance {instance_id}"), _unknown_instance():
+            return _first_instance(self.conn.describe_instances(InstanceIds=[instance_id]))
 
     async def describe_instance_async(self, instance_id: str) -> dict | None:
         """:meth:`describe_instance` with aiobotocore, for triggers."""
         async with await self.get_async_conn() as client:
-            with self._explained(f"describe instance {instance_id}"):
-                try:
-                    return _first_instance(await client.describe_instances(InstanceIds=[instance_id]))
-                except ClientError as err:
-                    if _code(err) == _NOT_FOUND:
-                        return None
-                    raise
+            with self._explained(f"describe instance {instance_id}"), _unknown_instance():
+                return _first_instance(await client.describe_instances(InstanceIds=[instance_id]))
 
     def get_ssh_address(self, instance_id: str) -> str:
         """The address to SSH to: the public IP, else the private one (a VPN or a bastion reaches it)."""
@@ -242,25 +230,18 @@ class RampEc2Hook(EC2Hook):
 
     def get_readiness(self, instance_id: str) -> tuple[str, str]:
         """(:data:`~ramp_airflow.utils.ec2_lifecycle.READY`, ``WAITING`` or ``GONE``; a description)."""
-        with self._explained(f"check the status of instance {instance_id}"):
-            try:
-                response = self.conn.describe_instance_status(InstanceIds=[instance_id], IncludeAllInstances=True)
-            except ClientError as err:
-                if _code(err) != _NOT_FOUND:
-                    raise
-                response = {"InstanceStatuses": []}
-        return ec2_lifecycle.readiness(next(iter(response["InstanceStatuses"]), None))
+        response = None
+        with self._explained(f"check the status of instance {instance_id}"), _unknown_instance():
+            response = self.conn.describe_instance_status(InstanceIds=[instance_id], IncludeAllInstances=True)
+        return _readiness(response)
 
     async def get_readiness_async(self, instance_id: str) -> tuple[str, str]:
         """:meth:`get_readiness` with aiobotocore, for triggers."""
+        response = None
         async with await self.get_async_conn() as client:
-            try:
+            with _unknown_instance():
                 response = await client.describe_instance_status(InstanceIds=[instance_id], IncludeAllInstances=True)
-            except ClientError as err:
-                if _code(err) != _NOT_FOUND:
-                    raise
-                response = {"InstanceStatuses": []}
-        return ec2_lifecycle.readiness(next(iter(response["InstanceStatuses"]), None))
+        return _readiness(response)
 
     def terminate_instance(self, instance_id: str) -> str | None:
         """
@@ -268,17 +249,30 @@ class RampEc2Hook(EC2Hook):
 
         :return: its state before termination, or None when EC2 does not know it
         """
-        with self._explained(f"terminate instance {instance_id}"):
-            try:
-                changes = self.conn.terminate_instances(InstanceIds=[instance_id])["TerminatingInstances"]
-            except ClientError as err:
-                if _code(err) == _NOT_FOUND:
-                    self.log.info("Instance %s is already gone", instance_id)
-                    return None
-                raise
+        changes = None
+        with self._explained(f"terminate instance {instance_id}"), _unknown_instance():
+            changes = self.conn.terminate_instances(InstanceIds=[instance_id])["TerminatingInstances"]
+        if changes is None:
+            self.log.info("Instance %s is already gone", instance_id)
+            return None
         previous = changes[0]["PreviousState"]["Name"] if changes else None
         self.log.info("Terminated instance %s (it was %s)", instance_id, previous)
         return previous
+
+
+@contextlib.contextmanager
+def _unknown_instance() -> Iterator[None]:
+    """Let EC2's "no such instance" through as an empty answer; the caller's result stays None."""
+    try:
+        yield
+    except ClientError as err:
+        if _code(err) != _NOT_FOUND:
+            raise
+
+
+def _readiness(response: dict | None) -> tuple[str, str]:
+    statuses = response["InstanceStatuses"] if response else []
+    return ec2_lifecycle.readiness(next(iter(statuses), None))
 
 
 def _first_instance(response: dict) -> dict | None:

@@ -1,28 +1,10 @@
 """SSH and rsync to a training instance, with the instance's host key pinned.
 
-Trust model (trust on first use, within one DAG run):
-
-- The first contact of a run, :class:`~ramp_airflow.operators.train.RsyncTrainOperator`,
-  connects with paramiko, reads the key the instance presents and returns it in its XCom
-  (``"<type> <base64>"``). EC2 gives a fresh instance a fresh host key, so there is nothing
-  to compare it with at that moment; the window is one connection right after launch.
-- Every later contact of the run (the upload's rsync, the training wait's trigger, the
-  fetch, a separate sensor) is given that key and accepts only it: paramiko with ``RejectPolicy``, asyncssh with the
-  key as its only trusted host key, rsync's ssh with a temporary ``known_hosts`` holding
-  only that key and ``StrictHostKeyChecking=yes``. A different key fails the task loudly.
-- A caller who knows the key beforehand (e.g. read from the instance's console output)
-  passes it as ``host_key`` to the first contact too, and then nothing is trusted blindly.
-- Nothing is written to the Airflow user's own ``known_hosts``; EC2 reuses addresses.
-
-Credentials: the key at ``key_path`` for user ``ami_user_name`` on ``ssh_port``, or an
-Airflow SSH connection (``ssh_conn_id``) whose login, key (extra ``key_file`` or
-``private_key``) and port are used, its host replaced by the instance's address.
+How the host key is trusted, and the credentials used: see :mod:`ramp_airflow.utils.instance_login`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import contextlib
 import io
 import os
@@ -30,74 +12,12 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 
 import paramiko
 from airflow.providers.common.compat.sdk import AirflowException, BaseHook
 
-from ramp_airflow.utils import remote_commands as rc
-
-
-@dataclass(frozen=True)
-class SSHTarget:
-    """Where and as whom to connect; the key material is kept out of ``repr``."""
-
-    host: str
-    port: int
-    username: str
-    key_path: str | None
-    private_key: str | None = field(default=None, repr=False)
-    passphrase: str | None = field(default=None, repr=False)
-
-
-def ssh_target(address, ami_user_name, key_path=None, ssh_port=22, connection=None) -> SSHTarget:
-    """
-    Resolve the credentials of one instance.
-
-    :param address: the instance's IP address or host name
-    :param ami_user_name: the user to log in as (a connection's login wins)
-    :param key_path: the private key file, when no connection is given
-    :param ssh_port: the SSH port (a connection's port wins)
-    :param connection: an Airflow SSH connection, or ``None``
-    """
-    rc.check_address(address)
-    if connection is not None:
-        extra = connection.extra_dejson
-        target = SSHTarget(
-            host=address,
-            port=int(connection.port or ssh_port),
-            username=connection.login or ami_user_name,
-            key_path=extra.get("key_file"),
-            private_key=extra.get("private_key"),
-            passphrase=extra.get("private_key_passphrase"),
-        )
-        if not (target.key_path or target.private_key):
-            raise AirflowException(
-                f"SSH connection {connection.conn_id!r} has no key: set its extra 'key_file' or 'private_key'"
-            )
-    elif key_path:
-        target = SSHTarget(host=address, port=int(ssh_port), username=ami_user_name, key_path=key_path)
-    else:
-        raise AirflowException("give key_path (aws.key_path) or ssh_conn_id (aws.ssh_conn_id) to reach instances")
-    if not target.username:
-        raise AirflowException("no user to log in as: give ami_user_name or a login in the SSH connection")
-    return target
-
-
-def host_key_string(key: paramiko.PKey) -> str:
-    """``"<type> <base64>"``, the form host keys travel in (XCom, ``host_key`` params)."""
-    return f"{key.get_name()} {key.get_base64()}"
-
-
-def parse_host_key(host_key: str) -> paramiko.PKey:
-    """The public key of ``"<type> <base64>"``; ``AirflowException`` naming the value otherwise."""
-    try:
-        key_type, key_data = host_key.split()[:2]
-        return paramiko.PKey.from_type_string(key_type, base64.b64decode(key_data, validate=True))
-    except Exception:
-        raise AirflowException(
-            f"host_key must be '<type> <base64>' as ssh-keyscan prints it, not {host_key!r}"
-        ) from None
+from ramp_airflow.utils import ssh_commands
+from ramp_airflow.utils.instance_login import InstanceLogin, host_key_string, parse_host_key, ssh_target
 
 
 class _FirstUse(paramiko.MissingHostKeyPolicy):
@@ -112,25 +32,17 @@ class InstanceSSHHook(BaseHook):
     Run commands on, and rsync files to and from, one training instance.
 
     :param address: the instance's IP address or host name
-    :param ami_user_name: the user to log in as
-    :param key_path: the private key file (or give ``ssh_conn_id``)
-    :param ssh_conn_id: an Airflow SSH connection whose login, key and port are used
-    :param ssh_port: the SSH port
+    :param login: how to log in
     :param host_key: the pinned host key ``"<type> <base64>"``; ``None`` learns it on first
-        contact (see the module docstring), after which :attr:`host_key` holds it
+        contact, after which :attr:`host_key` holds it
     :param connect_timeout: seconds to wait for a connection
     """
 
-    def __init__(
-        self, address, ami_user_name, key_path=None, ssh_conn_id=None, ssh_port=22, host_key=None, connect_timeout=30
-    ):
+    def __init__(self, address: str, login: InstanceLogin, host_key: str | None = None, connect_timeout: int = 30):
         super().__init__()
-        self.ssh_conn_id = ssh_conn_id
-        connection = self.get_connection(ssh_conn_id) if ssh_conn_id else None
-        self.target = ssh_target(address, ami_user_name, key_path, ssh_port, connection)
-        self.host_key = " ".join(host_key.split()[:2]) if host_key else None
-        if self.host_key:
-            parse_host_key(self.host_key)
+        connection = self.get_connection(login.ssh_conn_id) if login.ssh_conn_id else None
+        self.target = ssh_target(address, login, connection)
+        self.host_key = host_key_string(parse_host_key(host_key)) if host_key else None
         self.connect_timeout = connect_timeout
         self._held: paramiko.SSHClient | None = None
 
@@ -191,7 +103,7 @@ class InstanceSSHHook(BaseHook):
         return client
 
     def run(self, command: str, timeout: float = 120) -> tuple[int, bytes, bytes]:
-        """Run ``command`` (a quoted string from remote_commands); ``(exit status, stdout, stderr)``."""
+        """Run ``command`` (a quoted string from utils.training_job); ``(exit status, stdout, stderr)``."""
         client = self._held or self.get_conn()
         try:
             _, stdout, stderr = client.exec_command(command, timeout=timeout)
@@ -233,27 +145,27 @@ class InstanceSSHHook(BaseHook):
         t = self.target
         sources = [source] if isinstance(source, str) else list(source)
         if download:
-            sources = [rc.remote_spec(t.username, t.host, path) for path in sources]
+            sources = [ssh_commands.remote_spec(t.username, t.host, path) for path in sources]
         else:
-            destination = rc.remote_spec(t.username, t.host, destination)
+            destination = ssh_commands.remote_spec(t.username, t.host, destination)
         with tempfile.TemporaryDirectory(prefix="ramp-airflow-ssh-") as tmp:
             known_hosts = os.path.join(tmp, "known_hosts")
             with open(known_hosts, "w") as f:
-                f.write(rc.known_hosts_line(t.host, t.port, self.host_key) + "\n")
+                f.write(ssh_commands.known_hosts_line(t.host, t.port, self.host_key) + "\n")
             key_path = t.key_path
             if t.private_key:
                 key_path = os.path.join(tmp, "key")
                 fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "w") as f:
                     f.write(t.private_key.strip() + "\n")
-            rsh = rc.ssh_argv(key_path, t.port, known_hosts, self.connect_timeout)
-            argv = rc.rsync_argv(rsh, sources, destination)
+            rsh = ssh_commands.ssh_argv(key_path, t.port, known_hosts, self.connect_timeout)
+            argv = ssh_commands.rsync_argv(rsh, sources, destination)
             for attempt in range(1, attempts + 1):
                 proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL)
                 if proc.returncode == 0:
                     return
                 detail = proc.stderr.strip()[-2000:]
-                if proc.returncode not in rc.RSYNC_TRANSIENT_EXIT_CODES or attempt == attempts:
+                if proc.returncode not in ssh_commands.RSYNC_TRANSIENT_EXIT_CODES or attempt == attempts:
                     raise AirflowException(
                         f"rsync {' '.join(sources)} -> {destination} failed with exit code {proc.returncode} "
                         f"(attempt {attempt} of {attempts}): {detail}"
@@ -262,53 +174,3 @@ class InstanceSSHHook(BaseHook):
                     "rsync exited %s (attempt %s of %s), retrying: %s", proc.returncode, attempt, attempts, detail
                 )
                 time.sleep(backoff_secs * 2 ** (attempt - 1))
-
-
-class InstanceSSHHookAsync(BaseHook):
-    """
-    Run commands on one training instance from a trigger (asyncssh), accepting only ``host_key``.
-
-    :param address: the instance's IP address or host name
-    :param ami_user_name: the user to log in as
-    :param key_path: the private key file (or give ``ssh_conn_id``)
-    :param ssh_conn_id: an Airflow SSH connection whose login, key and port are used
-    :param ssh_port: the SSH port
-    :param host_key: the pinned host key ``"<type> <base64>"`` (required: triggers never learn keys)
-    :param connect_timeout: seconds to wait for a connection
-    """
-
-    def __init__(
-        self, address, ami_user_name, key_path=None, ssh_conn_id=None, ssh_port=22, host_key=None, connect_timeout=30
-    ):
-        super().__init__()
-        if not host_key:
-            raise AirflowException("host_key is required: pass the host key RsyncTrainOperator returned")
-        parse_host_key(host_key)
-        self.address, self.ami_user_name, self.key_path = address, ami_user_name, key_path
-        self.ssh_conn_id, self.ssh_port, self.host_key = ssh_conn_id, ssh_port, host_key
-        self.connect_timeout = connect_timeout
-
-    async def run(self, command: str, timeout: float = 120) -> tuple[int, bytes]:
-        """Run ``command`` over a new connection; ``(exit status, stdout)``."""
-        import asyncssh
-
-        connection = await self.aget_connection(self.ssh_conn_id) if self.ssh_conn_id else None
-        t = ssh_target(self.address, self.ami_user_name, self.key_path, self.ssh_port, connection)
-        if t.private_key:
-            client_key = asyncssh.import_private_key(t.private_key, t.passphrase)
-        else:
-            client_key = asyncssh.read_private_key(t.key_path, t.passphrase)
-        trusted = ([asyncssh.import_public_key(self.host_key)], [], [])
-        async with asyncssh.connect(
-            t.host,
-            t.port,
-            username=t.username,
-            client_keys=[client_key],
-            known_hosts=trusted,
-            config=None,
-            agent_path=None,
-            connect_timeout=self.connect_timeout,
-            keepalive_interval=15,
-        ) as conn:
-            result = await asyncio.wait_for(conn.run(command, encoding=None, check=False), timeout)
-        return result.exit_status, result.stdout or b""

@@ -70,28 +70,18 @@ class RampDatabaseHook(PostgresHook):
 
     # Reads
 
-    def new_submissions(self, event_name: str) -> list[dict]:
-        """
-        The event's submissions waiting for training, oldest first, the sandbox excluded.
-
-        :param event_name: the RAMP event (``events.name``).
-        :return: dicts with ``id, name, team, event, state, path_ramp_submissions, sandbox``.
-        """
-        with self._transaction() as cur:
-            return sql.fetch_submissions(cur, f"{sql.READY} {sql.OLDEST_FIRST}", (event_name,))
-
-    def room_for_training(self, event_name: str, max_in_flight: int) -> int:
+    def room_for_training(self, event_name: str, max_concurrent_instances: int) -> int:
         """
         How many of the event's new submissions can be claimed now: no more than are waiting, and
-        no more than leave at most ``max_in_flight`` of them ``sent_to_training`` or ``training``.
+        no more than leave at most ``max_concurrent_instances`` of them ``sent_to_training`` or ``training``.
 
         :param event_name: the RAMP event (``events.name``).
-        :param max_in_flight: the cap on trainings at once (``aws.max_concurrent_instances``).
+        :param max_concurrent_instances: the cap on trainings at once (``aws.max_concurrent_instances``).
         """
         with self._transaction() as cur:
             cur.execute(sql.IN_FLIGHT_AND_WAITING, (list(states.IN_FLIGHT), event_name))
             in_flight, waiting = cur.fetchone()
-        return max(0, min(waiting, max_in_flight - in_flight))
+        return max(0, min(waiting, max_concurrent_instances - in_flight))
 
     def get_submission(self, submission_id: int) -> dict:
         """
@@ -130,16 +120,6 @@ class RampDatabaseHook(PostgresHook):
         if row is None:
             raise SubmissionNotFound(f"no event named {event_name!r} in the RAMP database; check ramp.event_name")
         return int(row[0])
-
-    def score_names(self, event_name: str) -> list[str]:
-        """
-        The event's score names, in the order they were added.
-
-        :param event_name: ``events.name``.
-        """
-        with self._transaction() as cur:
-            cur.execute(sql.SCORE_NAMES, (event_name,))
-            return [row[0] for row in cur.fetchall()]
 
     # Claims
 
@@ -212,15 +192,6 @@ class RampDatabaseHook(PostgresHook):
         stamps = f"training_timestamp = {sql.UTC_NOW}, queue_position = -1"
         self._transition(submission_id, states.TRAINING, stamps, repeatable=True)
 
-    def set_training_error(self, submission_id: int, error_msg: str) -> None:
-        """
-        The submission's code failed: ``training_error``, ``error_msg`` shown to its team.
-
-        :param submission_id: ``submissions.id``.
-        :param error_msg: the traceback from the training log.
-        """
-        self._transition(submission_id, states.TRAINING_ERROR, "error_msg = %s, queue_position = -1", (str(error_msg),))
-
     def set_checking_error(self, submission_id: int, message: str) -> None:
         """
         The platform failed, not the submission: ``checking_error``, saying so to its team.
@@ -230,14 +201,6 @@ class RampDatabaseHook(PostgresHook):
         """
         text = states.checking_error_message(str(message))
         self._transition(submission_id, states.CHECKING_ERROR, "error_msg = %s, queue_position = -1", (text,))
-
-    def reset_to_new(self, submission_id: int) -> None:
-        """
-        Back to ``new`` so that a later claim retries it (e.g. after a reclaimed spot instance).
-
-        :param submission_id: ``submissions.id``.
-        """
-        self._transition(submission_id, states.NEW, "queue_position = -1")
 
     # Results
 

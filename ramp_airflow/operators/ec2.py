@@ -3,40 +3,49 @@
 from __future__ import annotations
 
 import datetime
-import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from functools import cached_property
+from typing import TYPE_CHECKING
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 from airflow.sdk.api.client import ServerResponseError
 from airflow.sdk.exceptions import AirflowRuntimeError
 
-from ramp_airflow.triggers.ec2 import InstanceReadyTrigger
 from ramp_airflow.utils import ec2_lifecycle, ec2_tags
-from ramp_airflow.utils.ec2_mixins import RampEc2HookMixin
+from ramp_airflow.utils.aws_credentials import DEFAULT_CREDENTIALS, AwsCredentials
+from ramp_airflow.utils.ec2_states import USABLE_STATES
+from ramp_airflow.utils.run_values import given, submission_id_of
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+    from ramp_airflow.hooks.ec2 import RampEc2Hook
 
 
 # A worker asks the API server through its supervisor (AirflowRuntimeError); dag.test() asks it directly.
 _STATE_ERRORS = (AirflowRuntimeError, ServerResponseError)
 
 
-def _given(instance_id: str | None) -> str | None:
-    """An instance id, or None; a Jinja template renders a missing value as the text "None"."""
-    return None if instance_id in (None, "", "None") else instance_id
+class _Ec2Operator(BaseOperator):
+    """
+    Base of the tasks that work on the event's instances through :class:`~ramp_airflow.hooks.ec2.RampEc2Hook`.
+
+    :param aws_credentials: how to reach EC2 (the config's ``aws`` section)
+    """
+
+    def __init__(self, *, aws_credentials: AwsCredentials = DEFAULT_CREDENTIALS, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.aws_credentials = aws_credentials
+
+    @cached_property
+    def hook(self) -> RampEc2Hook:
+        # Imported here: DAG files import the operators at every parse, and boto3 is slow to load.
+        from ramp_airflow.hooks.ec2 import RampEc2Hook
+
+        return RampEc2Hook(**self.aws_credentials.hook_kwargs())
 
 
-def _submission_id(value) -> int:
-    """The templated submission id as an int (templates render it as text)."""
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise AirflowFailException(f"submission_id must be a whole number, not {value!r}") from None
-
-
-class LaunchInstanceOperator(RampEc2HookMixin, BaseOperator):
+class LaunchInstanceOperator(_Ec2Operator):
     """
     Launch the instance that trains one submission, tagged with this run; push its id.
 
@@ -44,12 +53,7 @@ class LaunchInstanceOperator(RampEc2HookMixin, BaseOperator):
     (a timeout, a kill) after EC2 created the instance, the task terminates it. With
     ``existing_instance_id`` nothing is launched: that instance is checked and its id pushed.
 
-    With ``wait_for_ready``, the task then waits until the instance runs with its status checks
-    passed (in the triggerer when ``deferrable``) and also pushes its SSH address (XCom key
-    ``address``): one task instead of a launch and an :class:`InstanceReadySensor`, which saves
-    a task start, billed, before every training. An instance the task did not just launch (an
-    existing one, or a retry's) is looked at once before deferring. An instance that will not
-    become ready is terminated (unless it was an existing one) and the task fails.
+    It does not wait for the instance to boot: :class:`~ramp_airflow.sensors.instance.InstanceReadySensor` does.
 
     :param submission_id: the RAMP submission to train (templated)
     :param event_name: the RAMP event (``ramp.event_name``)
@@ -62,10 +66,6 @@ class LaunchInstanceOperator(RampEc2HookMixin, BaseOperator):
     :param use_spot_instance: ``aws.use_spot_instance``
     :param spot_wait_secs: ``aws.spot_wait_secs``: how long to try spot before launching on demand
     :param existing_instance_id: train on this instance instead (templated); it is left running
-    :param wait_for_ready: wait until the instance is ready to train on
-    :param check_interval: seconds between two readiness checks (``aws.check_status_interval_secs``)
-    :param ready_timeout: seconds to wait for readiness at most (``aws.instance_ready_timeout_secs``)
-    :param deferrable: wait in the triggerer, holding no worker slot
     """
 
     template_fields: Sequence[str] = ("submission_id", "existing_instance_id")
@@ -85,10 +85,6 @@ class LaunchInstanceOperator(RampEc2HookMixin, BaseOperator):
         use_spot_instance: bool = False,
         spot_wait_secs: float = 120,
         existing_instance_id: str | None = None,
-        wait_for_ready: bool = False,
-        check_interval: float = 5,
-        ready_timeout: float = 900,
-        deferrable: bool = True,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -103,71 +99,16 @@ class LaunchInstanceOperator(RampEc2HookMixin, BaseOperator):
         self.use_spot_instance = use_spot_instance
         self.spot_wait_secs = spot_wait_secs
         self.existing_instance_id = existing_instance_id
-        self.wait_for_ready = wait_for_ready
-        self.check_interval = check_interval
-        self.ready_timeout = ready_timeout
-        self.deferrable = deferrable
 
     def execute(self, context: Context) -> str:
-        instance_id = self._existing_instance() or self._launch(context)
-        if not self.wait_for_ready:
-            return instance_id
-        ti = context.get("ti")
-        if self.deferrable and (_given(self.existing_instance_id) or (ti is not None and ti.try_number > 1)):
-            # An instance this try did not launch may be ready already. Look before deferring: a trigger that
-            # fires at once can be taken for a task killed externally (apache/airflow#72716).
-            verdict = self.hook.get_readiness(instance_id)
-            if verdict[0] != ec2_lifecycle.WAITING:
-                return self._ready(context, instance_id, *verdict)
-        if not self.deferrable:
-            deadline = time.monotonic() + self.ready_timeout
-            while (verdict := self.hook.get_readiness(instance_id))[0] == ec2_lifecycle.WAITING:
-                self.log.info("Instance %s: %s", instance_id, verdict[1])
-                if time.monotonic() > deadline:
-                    verdict = (ec2_lifecycle.TIMEOUT, verdict[1])
-                    break
-                time.sleep(self.check_interval)
-            return self._ready(context, instance_id, *verdict)
-        self.defer(
-            trigger=InstanceReadyTrigger(
-                instance_id=instance_id,
-                poll_interval=self.check_interval,
-                deadline=time.time() + self.ready_timeout,
-                aws_params=self.aws_params,
-            ),
-            method_name="execute_complete",
-            # A hard bound in case the triggerer itself stalls; the trigger times out first.
-            timeout=datetime.timedelta(seconds=self.ready_timeout + self.check_interval),
-        )
-
-    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
-        if not event or not event.get("instance_id"):
-            raise AirflowException(f"Unexpected event while waiting for the instance to be ready: {event!r}")
-        return self._ready(context, event["instance_id"], event["status"], event["message"], event.get("address"))
-
-    def _ready(
-        self, context: Context, instance_id: str, verdict: str, description: str, address: str | None = None
-    ) -> str:
-        """Push the address of a ready instance; else terminate what this run launched, and fail."""
-        self.log.info("Instance %s: %s", instance_id, description)
-        error = ec2_lifecycle.unready_error(instance_id, verdict, description, self.ready_timeout)
-        if error:
-            if not _given(self.existing_instance_id):
-                # Its teardown will not run: Airflow tears down only what a setup that succeeded set up.
-                try:
-                    self.hook.terminate_instance(instance_id)
-                except Exception:
-                    self.log.exception("Could not terminate %s; the orphan sweep will", instance_id)
-            raise AirflowException(error)
-        context["ti"].xcom_push(key="address", value=address or self.hook.get_ssh_address(instance_id))
-        return instance_id
+        return self._existing_instance() or self._launch(context)
 
     def _existing_instance(self) -> str | None:
-        existing_id = _given(self.existing_instance_id)
+        existing_id = given(self.existing_instance_id)
         if existing_id:
             instance = self.hook.describe_instance(existing_id)
             state = instance["State"]["Name"] if instance else "unknown to EC2"
-            if state not in ("pending", "running"):
+            if state not in USABLE_STATES:
                 raise AirflowFailException(
                     f"The existing instance {existing_id} cannot train ({state}): "
                     "give the id of a running instance, or none to launch one."
@@ -176,7 +117,10 @@ class LaunchInstanceOperator(RampEc2HookMixin, BaseOperator):
         return existing_id
 
     def _launch(self, context: Context) -> str:
-        submission_id = _submission_id(self.submission_id)
+        try:
+            submission_id = submission_id_of(self.submission_id)
+        except ValueError as err:
+            raise AirflowFailException(str(err)) from None
         image_id = self.hook.resolve_image(self.ami_image_id, self.ami_image_name, self.ami_owners)
         launch = dict(submission_id=submission_id, dag_id=self.dag_id, run_id=context["run_id"], task_id=self.task_id)
         try:
@@ -206,7 +150,7 @@ class LaunchInstanceOperator(RampEc2HookMixin, BaseOperator):
             self.log.exception("Could not look for instances of the failed launch; the orphan sweep will")
 
 
-class TerminateInstanceOperator(RampEc2HookMixin, BaseOperator):
+class TerminateInstanceOperator(_Ec2Operator):
     """
     Terminate the instance this run launched; meant as the run's teardown task.
 
@@ -224,7 +168,7 @@ class TerminateInstanceOperator(RampEc2HookMixin, BaseOperator):
         self.instance_id = instance_id
 
     def execute(self, context: Context) -> None:
-        instance_id = _given(self.instance_id)
+        instance_id = given(self.instance_id)
         instance = self.hook.describe_instance(instance_id) if instance_id else None
         if instance_id is None:
             self.log.info("No instance to terminate: the launch did not create one")
@@ -236,7 +180,7 @@ class TerminateInstanceOperator(RampEc2HookMixin, BaseOperator):
             self.hook.terminate_instance(instance_id)
 
 
-class SweepOrphanInstancesOperator(RampEc2HookMixin, BaseOperator):
+class SweepOrphanInstancesOperator(_Ec2Operator):
     """
     Terminate the event's backend instances whose Airflow run has ended or is unknown.
 

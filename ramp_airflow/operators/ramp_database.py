@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException, BaseOperator
 
+from ramp_airflow.utils import training_states as ts
+from ramp_airflow.utils.dag_ids import training_dag_id
 from ramp_airflow.utils.run_conf import RunConfError, parse_run_conf
-from ramp_airflow.utils.submission_states import IN_FLIGHT
+from ramp_airflow.utils.submission_states import IN_FLIGHT, StateTransitionError
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -75,13 +77,13 @@ class ClaimSubmissionOperator(_RampDatabaseOperator):
         if found["event"] != self.event_name:
             raise AirflowFailException(
                 f"{request.describe()} belongs to event {found['event']!r}, not {self.event_name!r}: "
-                f"trigger ramp_train_{found['event']} instead"
+                f"trigger {training_dag_id(found['event'])} instead"
             )
-        if found["sandbox"]:
-            raise AirflowFailException(
-                f"{request.describe()} is the event's sandbox ({found['name']!r}), which is never trained"
-            )
-        submission = hook.claim_submission(found["id"])
+        try:
+            submission = hook.claim_submission(found["id"])
+        except StateTransitionError as err:
+            # The sandbox, or a submission in a state that is not trained: a retry changes nothing.
+            raise AirflowFailException(str(err)) from None
         self.log.info(
             "Training submission %s (%r of team %r)", submission["id"], submission["name"], submission["team"]
         )
@@ -142,11 +144,11 @@ class RecordResultsOperator(_RampDatabaseOperator):
         self.lost_message = lost_message
 
     def execute(self, context: Context) -> str:
-        if self.outcome.get("outcome") == "lost":
+        if self.outcome.get("outcome") == ts.LOST:
             self.hook.set_checking_error(int(self.submission_id), self.lost_message)
             raise AirflowFailException(f"submission {self.submission_id} is now checking_error: {self.lost_message}")
         result = dict(self.result)
-        if self.outcome.get("outcome") == "timeout":
+        if self.outcome.get("outcome") == ts.TIMEOUT:
             limit = f"Training was stopped after {self.outcome.get('after_secs', 0):.0f} s: it exceeded the event's training_timeout_secs."
             result.update(success=False, error_msg=f"{limit}\n{result.get('error_msg', '')}".rstrip("\n"))
         state = self.hook.record_results(int(self.submission_id), result)

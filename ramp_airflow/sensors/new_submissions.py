@@ -15,16 +15,12 @@ from airflow.providers.common.compat.sdk import (
 
 from ramp_airflow.config import load_config
 from ramp_airflow.triggers.new_submissions import NewSubmissionsTrigger
+from ramp_airflow.utils.dag_ids import training_run_id
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from ramp_airflow.hooks.ramp_database import RampDatabaseHook
-
-
-def training_run_id(submission_id: int) -> str:
-    """The run id of a submission's training run: one run per submission, ever."""
-    return f"train_submission_{submission_id:09d}"
 
 
 class NewSubmissionsSensor(BaseSensorOperator):
@@ -33,11 +29,11 @@ class NewSubmissionsSensor(BaseSensorOperator):
     train it, then claim as many as there is room for (``new`` -> ``sent_to_training``).
 
     Claiming in the task that waits, as it resumes, saves a task start between a submission's
-    arrival and its training run. The room is ``max_concurrent`` minus the event's submissions
+    arrival and its training run. The room is ``max_concurrent_instances`` minus the event's submissions
     already ``sent_to_training`` or ``training``, so that the wait holds while the cap is reached.
 
     :param event_name: the event.
-    :param max_concurrent: the cap on submissions in training at once (``aws.max_concurrent_instances``).
+    :param max_concurrent_instances: the cap on submissions in training at once (``aws.max_concurrent_instances``).
     :param postgres_conn_id: an Airflow Postgres connection to the RAMP database; wins over
         the config's settings.
     :param config_path: the event config, whose ``sqlalchemy`` settings are used without a
@@ -56,7 +52,7 @@ class NewSubmissionsSensor(BaseSensorOperator):
         self,
         *,
         event_name: str,
-        max_concurrent: int,
+        max_concurrent_instances: int,
         postgres_conn_id: str | None = None,
         config_path: str | None = None,
         deferrable: bool = True,
@@ -64,7 +60,7 @@ class NewSubmissionsSensor(BaseSensorOperator):
     ):
         super().__init__(**kwargs)
         self.event_name = event_name
-        self.max_concurrent = max_concurrent
+        self.max_concurrent_instances = max_concurrent_instances
         self.postgres_conn_id = postgres_conn_id
         self.config_path = config_path
         self.deferrable = deferrable
@@ -85,7 +81,7 @@ class NewSubmissionsSensor(BaseSensorOperator):
         self.defer(
             trigger=NewSubmissionsTrigger(
                 event_name=self.event_name,
-                max_in_flight=self.max_concurrent,
+                max_concurrent_instances=self.max_concurrent_instances,
                 postgres_conn_id=self.postgres_conn_id,
                 config_path=self.config_path,
                 poll_interval=self.poke_interval,
@@ -95,7 +91,7 @@ class NewSubmissionsSensor(BaseSensorOperator):
         )
 
     def poke(self, context: Context) -> PokeReturnValue:
-        room = self.hook.room_for_training(self.event_name, self.max_concurrent)
+        room = self.hook.room_for_training(self.event_name, self.max_concurrent_instances)
         if room <= 0:
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._claim(room))
@@ -105,7 +101,7 @@ class NewSubmissionsSensor(BaseSensorOperator):
             raise AirflowSkipException(f"no new submission for {self.event_name} in {self.timeout:.0f} s")
         if not event or event.get("status") != "success":
             raise AirflowException(f"waiting for new submissions of {self.event_name} failed: {event}")
-        return self._claim(self.hook.room_for_training(self.event_name, self.max_concurrent))
+        return self._claim(self.hook.room_for_training(self.event_name, self.max_concurrent_instances))
 
     def _claim(self, room: int) -> list[dict[str, Any]]:
         claimed = self.hook.claim_new_submissions(self.event_name, room)

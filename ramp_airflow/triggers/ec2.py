@@ -4,11 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TriggerEvent
 
+from ramp_airflow.triggers.task_end import task_success
 from ramp_airflow.utils import ec2_lifecycle
+
+if TYPE_CHECKING:
+    from ramp_airflow.hooks.ec2 import RampEc2Hook
+
+
+def ec2_hook(aws: dict[str, Any]) -> RampEc2Hook:
+    """
+    The EC2 hook of a trigger, from :meth:`AwsCredentials.reference
+    <ramp_airflow.utils.aws_credentials.AwsCredentials.reference>`: a secret key, when the
+    credentials have one, is read back from the event config, never carried.
+    """
+    from ramp_airflow.config import load_config
+    from ramp_airflow.hooks.ec2 import RampEc2Hook  # slow to load: not at parse time
+
+    kwargs = dict(aws)
+    config_path = kwargs.pop("config_path", None)
+    secret = None
+    if kwargs.get("access_key_id"):
+        if not config_path:
+            raise ValueError("a trigger reads the secret access key from the event config: give its config_path")
+        secret = load_config(config_path).aws.secret_access_key
+    return RampEc2Hook(**kwargs, secret_access_key=secret)
 
 
 class InstanceReadyTrigger(BaseTrigger):
@@ -16,57 +39,65 @@ class InstanceReadyTrigger(BaseTrigger):
     Poll an instance until it runs with both status checks passed, it is gone, or time is up.
 
     Yields one event: ``{"status": "ready" | "gone" | "timeout", "instance_id", "message"}``,
-    with the instance's SSH ``address`` when it is ready.
+    with the instance's SSH ``address`` when it is ready. With ``end_from_trigger`` it ends the
+    task instead, with the address as its XCom or failed, saying why.
 
-    :param instance_id: the instance to watch
+    :param instance_id: the instance to watch (templated when the sensor starts here)
+    :param aws: :meth:`~ramp_airflow.utils.aws_credentials.AwsCredentials.reference`
     :param poll_interval: seconds between two checks (``aws.check_status_interval_secs``)
-    :param deadline: a UNIX time after which to give up; absolute, so that a restarted
-        triggerer keeps the same bound
-    :param aws_params: :class:`~ramp_airflow.hooks.ec2.RampEc2Hook` keyword arguments
-        (Airflow stores trigger arguments encrypted)
+    :param timeout_secs: how long to wait at most, from the trigger's start
+    :param end_from_trigger: end the task here, without resuming it in a worker
     """
 
-    def __init__(self, instance_id: str, poll_interval: float, deadline: float, aws_params: dict[str, Any]):
+    def __init__(
+        self,
+        instance_id: str,
+        aws: dict[str, Any],
+        poll_interval: float,
+        timeout_secs: float,
+        end_from_trigger: bool = False,
+    ):
         super().__init__()
         self.instance_id = instance_id
+        self.aws = aws
         self.poll_interval = poll_interval
-        self.deadline = deadline
-        self.aws_params = aws_params
+        self.timeout_secs = timeout_secs
+        self.end_from_trigger = end_from_trigger
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
-            "ramp_airflow.triggers.ec2.InstanceReadyTrigger",
+            f"{type(self).__module__}.{type(self).__qualname__}",
             {
                 "instance_id": self.instance_id,
+                "aws": self.aws,
                 "poll_interval": self.poll_interval,
-                "deadline": self.deadline,
-                "aws_params": self.aws_params,
+                "timeout_secs": self.timeout_secs,
+                "end_from_trigger": self.end_from_trigger,
             },
         )
 
-    def __repr__(self) -> str:
-        # The triggerer logs triggers by their repr: keep the secret key out of it.
-        classpath, kwargs = self.serialize()
-        if kwargs["aws_params"].get("secret_access_key"):
-            kwargs["aws_params"] = {**kwargs["aws_params"], "secret_access_key": "***"}
-        return self.repr(classpath, kwargs)
-
     async def run(self):
-        from ramp_airflow.hooks.ec2 import RampEc2Hook  # slow to load: not at parse time
-
-        hook = RampEc2Hook(**self.aws_params)
+        hook = ec2_hook(self.aws)
+        deadline = time.monotonic() + self.timeout_secs
         while True:
             verdict, description = await hook.get_readiness_async(self.instance_id)
             self.log.info("Instance %s: %s", self.instance_id, description)
             if verdict != ec2_lifecycle.WAITING:
                 break
-            remaining = self.deadline - time.time()
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 verdict = ec2_lifecycle.TIMEOUT
                 break
             await asyncio.sleep(min(self.poll_interval, remaining))
-        event = {"status": verdict, "instance_id": self.instance_id, "message": description}
+        address = None
         if verdict == ec2_lifecycle.READY:
-            # Looked up here, the resumed task needs no EC2 client of its own: its start is billed.
-            event["address"] = await hook.get_ssh_address_async(self.instance_id)
-        yield TriggerEvent(event)
+            # Looked up here, so that the tasks after it need no EC2 client to reach the instance.
+            address = await hook.get_ssh_address_async(self.instance_id)
+        if not self.end_from_trigger:
+            event = {"status": verdict, "instance_id": self.instance_id, "message": description}
+            yield TriggerEvent({**event, "address": address} if address else event)
+        elif address:
+            yield await task_success(self, address)
+        else:
+            self.log.error("%s", ec2_lifecycle.unready_error(self.instance_id, verdict, description, self.timeout_secs))
+            yield TaskFailedEvent()

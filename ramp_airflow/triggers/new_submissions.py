@@ -16,7 +16,8 @@ class NewSubmissionsTrigger(BaseTrigger):
     Poll the RAMP database until the event has a submission ready to train and room for it.
 
     :param event_name: the event.
-    :param max_in_flight: the cap on the event's submissions ``sent_to_training`` or ``training``.
+    :param max_concurrent_instances: the cap on the event's submissions ``sent_to_training`` or ``training``
+        (``aws.max_concurrent_instances``).
     :param postgres_conn_id: an Airflow Postgres connection to the RAMP database.
     :param config_path: the event config whose ``sqlalchemy`` settings to use without a connection
         id. A path rather than the settings, because trigger arguments are stored in Airflow's
@@ -28,7 +29,7 @@ class NewSubmissionsTrigger(BaseTrigger):
     def __init__(
         self,
         event_name: str,
-        max_in_flight: int,
+        max_concurrent_instances: int,
         postgres_conn_id: str | None = None,
         config_path: str | None = None,
         poll_interval: float = 2,
@@ -36,7 +37,7 @@ class NewSubmissionsTrigger(BaseTrigger):
     ):
         super().__init__()
         self.event_name = event_name
-        self.max_in_flight = max_in_flight
+        self.max_concurrent_instances = max_concurrent_instances
         self.postgres_conn_id = postgres_conn_id
         self.config_path = config_path
         self.poll_interval = poll_interval
@@ -47,7 +48,7 @@ class NewSubmissionsTrigger(BaseTrigger):
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
                 "event_name": self.event_name,
-                "max_in_flight": self.max_in_flight,
+                "max_concurrent_instances": self.max_concurrent_instances,
                 "postgres_conn_id": self.postgres_conn_id,
                 "config_path": self.config_path,
                 "poll_interval": self.poll_interval,
@@ -63,7 +64,7 @@ class NewSubmissionsTrigger(BaseTrigger):
         deadline = time.monotonic() + self.wait_secs
         while True:
             # The database driver blocks; a thread keeps the triggerer's event loop free.
-            room = await asyncio.to_thread(hook.room_for_training, self.event_name, self.max_in_flight)
+            room = await asyncio.to_thread(hook.room_for_training, self.event_name, self.max_concurrent_instances)
             if room > 0:
                 yield TriggerEvent({"status": "success", "count": room})
                 return

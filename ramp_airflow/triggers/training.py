@@ -5,10 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSkippedEvent, TriggerEvent
 
-from ramp_airflow.utils.ec2_lifecycle import GONE
-from ramp_airflow.utils.remote_commands import TrainingWatch
+from ramp_airflow.triggers.ec2 import ec2_hook
+from ramp_airflow.triggers.task_end import task_success
+from ramp_airflow.utils import ec2_lifecycle
+from ramp_airflow.utils import training_states as ts
+from ramp_airflow.utils.instance_login import InstanceLogin
+from ramp_airflow.utils.layout import RemoteSubmissionPaths
+from ramp_airflow.utils.run_values import submission_id_of
+from ramp_airflow.utils.training_reports import TrainingWatch
 
 
 def is_transient(err: BaseException) -> bool:
@@ -22,130 +28,149 @@ def is_transient(err: BaseException) -> bool:
 
 class TrainingFinishedTrigger(BaseTrigger):
     """
-    Poll a training's record and log over SSH until it is over; yield one event.
+    Poll a training's record and log over SSH until it is over, copying the log to the task log.
 
     Each poll waits on the instance, up to ``poll_interval``, for the training to end, so the
-    end is noticed within a second while the log is copied once per interval.
+    end is noticed within a second while the log is copied once per interval. A failed
+    connection is retried at the next poll; an instance that EC2 no longer reports as running
+    gives the outcome ``lost``. A training past ``training_timeout_secs`` has its process group
+    killed and the outcome ``timeout``.
 
-    The event is ``{"status": "success", "result": <outcome>, "host_key": <the pinned key>}``
-    (outcomes: see :class:`~ramp_airflow.utils.training_wait_mixin.TrainingWaitMixin`; the key
-    is for the resumed task, which fetches the results with it) or
-    ``{"status": "error", "message": ...}`` for a wrong host key or refused credentials.
-    A failed connection is retried at the next poll; with ``instance_id``, an instance that
-    EC2 no longer reports as running gives the outcome ``lost``.
+    Yields one event, ``{"status": "success", "result": <outcome>}`` (see
+    :mod:`ramp_airflow.utils.training_states`) or ``{"status": "error", "message": ...}`` for a
+    wrong host key or refused credentials. With ``end_from_trigger`` it ends the task instead:
+    the outcome as its XCom, skipped for a lost instance when ``skip_when_lost``, or failed.
 
-    :param submission_id: the submission's id
-    :param address: the instance's IP address or host name
-    :param host_key: the host key pinned at first contact, ``"<type> <base64>"``
-    :param remote_ramp_kit_folder: the kit folder on the instance
-    :param ami_user_name: the user to log in as
-    :param key_path: the private key file (or give ``ssh_conn_id``)
-    :param ssh_conn_id: an Airflow SSH connection whose login, key and port are used
-    :param ssh_port: the SSH port
-    :param poll_interval: seconds between polls
-    :param training_timeout_secs: kill the training once it ran this long (``None``: no limit)
+    :param submission_id: the submission (templated when the sensor starts here)
+    :param address: the instance's IP address or host name (templated likewise)
+    :param host_key: the host key pinned at first contact, ``"<type> <base64>"`` (templated likewise)
     :param instance_id: the EC2 instance, to tell a lost instance from a dropped connection
-    :param aws_params: the AWS credentials for that check (``aws_conn_id``, ``region_name``, ...)
-    :param log_offset: bytes of the log already shown
+        (templated likewise)
+    :param login: :meth:`~ramp_airflow.utils.instance_login.InstanceLogin.to_dict`
+    :param aws: :meth:`~ramp_airflow.utils.aws_credentials.AwsCredentials.reference`
+    :param poll_interval: seconds between polls (``aws.check_finished_training_interval_secs``)
+    :param training_timeout_secs: kill the training once it ran this long (``None``: no limit)
+    :param skip_when_lost: a lost instance skips the task, so that the next attempt runs
+    :param end_from_trigger: end the task here, without resuming it in a worker
     """
 
     def __init__(
         self,
-        submission_id,
-        address,
-        host_key,
-        remote_ramp_kit_folder,
-        ami_user_name,
-        key_path=None,
-        ssh_conn_id=None,
-        ssh_port=22,
-        poll_interval=10.0,
-        training_timeout_secs=None,
-        instance_id=None,
-        aws_params=None,
-        log_offset=0,
+        submission_id: Any,
+        address: str,
+        host_key: str,
+        instance_id: str | None,
+        login: dict[str, Any],
+        aws: dict[str, Any],
+        poll_interval: float = 10.0,
+        training_timeout_secs: float | None = None,
+        skip_when_lost: bool = False,
+        end_from_trigger: bool = False,
     ):
         super().__init__()
-        self.kwargs = {
-            "submission_id": submission_id,
-            "address": address,
-            "host_key": host_key,
-            "remote_ramp_kit_folder": remote_ramp_kit_folder,
-            "ami_user_name": ami_user_name,
-            "key_path": key_path,
-            "ssh_conn_id": ssh_conn_id,
-            "ssh_port": ssh_port,
-            "poll_interval": poll_interval,
-            "training_timeout_secs": training_timeout_secs,
-            "instance_id": instance_id,
-            "aws_params": dict(aws_params or {}),
-            "log_offset": log_offset,
-        }
-        self.watch = TrainingWatch(remote_ramp_kit_folder, submission_id, training_timeout_secs, log_offset)
-        from ramp_airflow.hooks.instance_ssh import InstanceSSHHookAsync  # slow to load: not at parse time
-
-        self.hook = InstanceSSHHookAsync(address, ami_user_name, key_path, ssh_conn_id, ssh_port, host_key)
+        self.submission_id = submission_id
+        self.address = address
+        self.host_key = host_key
+        self.instance_id = instance_id
+        self.login = login
+        self.aws = aws
+        self.poll_interval = poll_interval
+        self.training_timeout_secs = training_timeout_secs
+        self.skip_when_lost = skip_when_lost
+        self.end_from_trigger = end_from_trigger
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        return f"{type(self).__module__}.{type(self).__qualname__}", dict(self.kwargs, log_offset=self.watch.log_offset)
+        names = (
+            "submission_id",
+            "address",
+            "host_key",
+            "instance_id",
+            "login",
+            "aws",
+            "poll_interval",
+            "training_timeout_secs",
+            "skip_when_lost",
+            "end_from_trigger",
+        )
+        return f"{type(self).__module__}.{type(self).__qualname__}", {name: getattr(self, name) for name in names}
 
-    async def _instance_gone(self) -> bool:
-        from botocore.exceptions import BotoCoreError, ClientError
+    async def run(self):
+        # Built here, not in __init__: when the sensor starts in the triggerer, the templated
+        # arguments are rendered after the trigger is made.
+        from ramp_airflow.hooks.instance_ssh_async import InstanceSSHHookAsync  # slow to load: not at parse time
 
-        instance_id = self.kwargs["instance_id"]
-        if not instance_id:
-            return False
+        login = InstanceLogin(**self.login)
+        paths = RemoteSubmissionPaths(login.remote_ramp_kit_folder, submission_id_of(self.submission_id))
+        watch = TrainingWatch(paths, self.training_timeout_secs)
         try:
-            from ramp_airflow.hooks.ec2 import RampEc2Hook  # slow to load: not at parse time
+            hook = InstanceSSHHookAsync(self.address, login, self.host_key)
+        except Exception as err:
+            outcome, error = None, f"cannot watch the training on {self.address}: {err}"
+        else:
+            outcome, error = await self._wait(hook, watch)
+        async for event in self._end(outcome, error):
+            yield event
 
-            readiness, description = await RampEc2Hook(**self.kwargs["aws_params"]).get_readiness_async(instance_id)
-        except (BotoCoreError, ClientError) as err:
-            self.log.warning("Could not ask EC2 about %s: %s", instance_id, err)
-            return False
-        self.log.info("EC2 reports instance %s: %s", instance_id, description)
-        return readiness == GONE
+    async def _wait(self, hook, watch: TrainingWatch) -> tuple[dict | None, str | None]:
+        """``(outcome, None)`` once the training is over, or ``(None, error)`` when it cannot be watched."""
+        loop = asyncio.get_running_loop()
+        while True:
+            polled_at = loop.time()
+            try:
+                outcome = await self._poll(hook, watch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:
+                if not is_transient(err):
+                    return None, f"SSH to {self.address}: {err}"
+                self.log.warning(
+                    "SSH to %s failed (%s: %s); retrying at the next poll", self.address, type(err).__name__, err
+                )
+                outcome = {"outcome": ts.LOST} if await self._instance_gone() else None
+            if outcome is not None:
+                return outcome, None
+            # A poll that waited its whole interval is followed by the next at once.
+            await asyncio.sleep(max(0.0, polled_at + self.poll_interval - loop.time()))
 
-    async def _poll(self) -> dict | None:
+    async def _poll(self, hook, watch: TrainingWatch) -> dict | None:
         # The remote command waits for the end itself: it is seen at once, with one command per interval.
-        wait_secs = self.kwargs["poll_interval"]
-        status, output = await self.hook.run(self.watch.poll_command(wait_secs), timeout=wait_secs + 120)
+        status, output = await hook.run(watch.poll_command(self.poll_interval), timeout=self.poll_interval + 120)
         if status != 0:
             # The poll always exits 0: anything else is a connection dropped mid-command.
             raise ConnectionError(f"the poll did not complete (exit status {status})")
-        lines, outcome = self.watch.take(output)
+        lines, outcome = watch.take(output)
         for line in lines:
             self.log.info("%s", line)
-        if outcome and outcome["outcome"] == "timeout":
-            _, said = await self.hook.run(self.watch.kill_command())
+        if outcome and outcome["outcome"] == ts.TIMEOUT:
+            _, said = await hook.run(watch.kill_command())
             self.log.warning(
                 "Training timed out after %.0f s; its process group is %s", outcome["after_secs"], said.decode().strip()
             )
         return outcome
 
-    async def run(self):
-        loop = asyncio.get_running_loop()
-        while True:
-            polled_at = loop.time()
-            try:
-                outcome = await self._poll()
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:
-                if not is_transient(err):
-                    yield TriggerEvent({"status": "error", "message": f"SSH to {self.kwargs['address']}: {err}"})
-                    return
-                self.log.warning(
-                    "SSH to %s failed (%s: %s); retrying at the next poll",
-                    self.kwargs["address"],
-                    type(err).__name__,
-                    err,
-                )
-                if await self._instance_gone():
-                    outcome = {"outcome": "lost"}
-                else:
-                    outcome = None
-            if outcome is not None:
-                yield TriggerEvent({"status": "success", "result": outcome, "host_key": self.kwargs["host_key"]})
-                return
-            # A poll that waited its whole interval is followed by the next at once.
-            await asyncio.sleep(max(0.0, polled_at + self.kwargs["poll_interval"] - loop.time()))
+    async def _instance_gone(self) -> bool:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not self.instance_id:
+            return False
+        try:
+            readiness, description = await ec2_hook(self.aws).get_readiness_async(self.instance_id)
+        except (BotoCoreError, ClientError) as err:
+            self.log.warning("Could not ask EC2 about %s: %s", self.instance_id, err)
+            return False
+        self.log.info("EC2 reports instance %s: %s", self.instance_id, description)
+        return readiness == ec2_lifecycle.GONE
+
+    async def _end(self, outcome: dict | None, error: str | None):
+        if not self.end_from_trigger:
+            yield TriggerEvent(
+                {"status": "error", "message": error} if error else {"status": "success", "result": outcome}
+            )
+        elif error:
+            self.log.error("Watching the training failed: %s", error)
+            yield TaskFailedEvent()
+        elif outcome["outcome"] == ts.LOST and self.skip_when_lost:
+            self.log.warning("Instance %s was lost during training: the next attempt takes over", self.instance_id)
+            yield TaskSkippedEvent()
+        else:
+            yield await task_success(self, outcome)

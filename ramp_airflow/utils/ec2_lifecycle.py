@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from airflow.sdk import DagRunState
 
 from ramp_airflow.utils import ec2_tags
+from ramp_airflow.utils.ec2_states import GONE_STATES
 
 READY = "ready"
 WAITING = "waiting"
@@ -15,8 +16,6 @@ GONE = "gone"
 # What the readiness trigger reports when its deadline passed first.
 TIMEOUT = "timeout"
 
-# Once an instance is in one of these states it will not become ready without someone starting it.
-_GONE_STATES = ("shutting-down", "terminated", "stopping", "stopped")
 _ENDED_RUN_STATES = (DagRunState.SUCCESS, DagRunState.FAILED)
 
 
@@ -33,7 +32,7 @@ def readiness(status: Mapping | None) -> tuple[str, str]:
     instance = status.get("InstanceStatus", {}).get("Status", "unknown")
     system = status.get("SystemStatus", {}).get("Status", "unknown")
     description = f"state {state}, instance status {instance}, system status {system}"
-    if state in _GONE_STATES:
+    if state in GONE_STATES:
         return GONE, description
     if state == "running" and instance == "ok" and system == "ok":
         return READY, description

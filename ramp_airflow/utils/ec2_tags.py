@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 
+from ramp_airflow.utils.ec2_states import LIVE_STATES
 from ramp_airflow.utils.layout import submission_folder
 
 BACKEND = "ramp-airflow"
@@ -20,9 +21,6 @@ DAG_ID = "ramp-airflow:dag-id"
 RUN_ID = "ramp-airflow:run-id"
 TASK_ID = "ramp-airflow:task-id"
 NAME = "Name"
-
-# Instances in these states still cost money or can come back; terminated ones are gone.
-LIVE_STATES = ("pending", "running", "stopping", "stopped")
 
 
 def instance_name(event_name: str, submission_id: int) -> str:

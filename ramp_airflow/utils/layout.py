@@ -7,6 +7,7 @@ participant-chosen name ever becomes part of a path or a command.
 from __future__ import annotations
 
 import posixpath
+from dataclasses import dataclass
 
 SUBMISSIONS = "submissions"  # in the kit folder
 TRAINING_OUTPUT = "training_output"
@@ -14,7 +15,7 @@ LOG_FILE = "log"
 MPROF_FILE = "mprof.dat"
 # What a training leaves in the submission dir, downloaded after it and cleared before the next.
 OUTPUTS = (TRAINING_OUTPUT, LOG_FILE, MPROF_FILE)
-# The remote training job's record, inside the submission dir (see utils/remote_commands.py).
+# The remote training job's record, inside the submission dir (see utils/training_job.py).
 JOB_DIR = "training_job"
 JOB_PID = "pid"
 JOB_STARTED_AT = "started_at"
@@ -49,6 +50,60 @@ def remote_kit_folder(remote_ramp_kit_folder: str) -> str:
 def remote_submission_dir(remote_ramp_kit_folder: str, submission_id: int) -> str:
     """``<kit>/submissions/submission_{id:09d}`` on the instance."""
     return posixpath.join(remote_kit_folder(remote_ramp_kit_folder), SUBMISSIONS, submission_folder(submission_id))
+
+
+@dataclass(frozen=True)
+class RemoteSubmissionPaths:
+    """
+    Every path of one submission's training on its instance, relative to the login user's home.
+
+    Built once from the kit folder and the submission id, and handed to every command builder,
+    so that a path is spelled in one place and no participant-chosen name enters it.
+    """
+
+    remote_ramp_kit_folder: str
+    submission_id: int
+
+    @property
+    def kit(self) -> str:
+        return remote_kit_folder(self.remote_ramp_kit_folder)
+
+    @property
+    def submission(self) -> str:
+        return remote_submission_dir(self.remote_ramp_kit_folder, self.submission_id)
+
+    @property
+    def job(self) -> str:
+        return posixpath.join(self.submission, JOB_DIR)
+
+    @property
+    def pid(self) -> str:
+        return posixpath.join(self.job, JOB_PID)
+
+    @property
+    def started_at(self) -> str:
+        return posixpath.join(self.job, JOB_STARTED_AT)
+
+    @property
+    def exit_code(self) -> str:
+        return posixpath.join(self.job, JOB_EXIT_CODE)
+
+    @property
+    def run_key(self) -> str:
+        return posixpath.join(self.job, JOB_RUN_KEY)
+
+    @property
+    def log(self) -> str:
+        return posixpath.join(self.submission, LOG_FILE)
+
+    @property
+    def lock(self) -> str:
+        return posixpath.join(self.submission, JOB_LOCK)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """What a training leaves, cleared before the next one."""
+        return tuple(posixpath.join(self.submission, name) for name in OUTPUTS)
 
 
 def local_submission_dir(ramp_submissions_path: str, submission_id: int) -> str:

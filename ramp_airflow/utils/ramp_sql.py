@@ -12,9 +12,8 @@ from typing import Any
 
 from ramp_airflow.utils import submission_states as states
 from ramp_airflow.utils.cv_bags import encode_cv_bags
+from ramp_airflow.utils.training_results import BAGGED_STEPS, STEPS
 
-STEPS = ("train", "valid", "test")
-BAGGED_STEPS = ("valid", "test")
 KEYS = ("id", "name", "team", "event", "state", "path_ramp_submissions", "sandbox")
 SUBMISSION = """
     SELECT s.id, s.name, t.name, e.name, s.state, e.path_ramp_submissions, s.name = e.ramp_sandbox_name
@@ -50,10 +49,6 @@ CLAIM = f"""
 N_CV_FOLDS = """
     SELECT count(c.id) FROM events e LEFT JOIN cv_folds c ON c.event_id = e.id
     WHERE e.name = %s GROUP BY e.id
-"""
-SCORE_NAMES = """
-    SELECT est.name FROM event_score_types est JOIN events e ON e.id = est.event_id
-    WHERE e.name = %s ORDER BY est.id
 """
 _FOLD_SCORES = """
     SELECT f.id, sf.id, est.name FROM submission_on_cv_folds f

@@ -9,6 +9,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ramp_airflow.utils.dag_ids import loop_dag_id, training_dag_id
 from testbench import netguard
 from testbench._proc import group_members, pid_alive, wait_until
 from testbench.airflow_stack import running_airflow
@@ -60,9 +61,9 @@ def _services(stack: contextlib.ExitStack, work: Path, out):
 
 def _watch(db, airflow, out) -> bool:
     """Unpause the event's DAGs and print progress until every submission is final."""
-    for dag_id in (f"ramp_train_{db.event}", f"ramp_train_loop_{db.event}"):
+    for dag_id in (training_dag_id(db.event), loop_dag_id(db.event)):
         airflow.unpause(dag_id)
-    _say(out, f"Unpaused ramp_train_loop_{db.event} (and ramp_train_{db.event}); training ...")
+    _say(out, f"Unpaused {loop_dag_id(db.event)} (and {training_dag_id(db.event)}); training ...")
     progress = Progress(db, out)
 
     def done():

@@ -1,4 +1,8 @@
-"""Run one of an event's hooks (``start_training``, ``successful_training``, ``failed_training``)."""
+"""Run an event's commands for one moment of a training (``start_training``, ``successful_training``, ``failed_training``).
+
+The config lists them under ``aws.hooks``, as the seed does; in the code they are "event commands",
+so that "hook" only ever means an Airflow hook.
+"""
 
 from __future__ import annotations
 
@@ -9,22 +13,22 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException, BaseOperator
 from airflow.providers.standard.hooks.subprocess import SubprocessHook
 
-from ramp_airflow.utils.event_hooks import hook_environment
+from ramp_airflow.utils.event_commands import event_command_environment
 from ramp_airflow.utils.layout import local_log_dir
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
 
-class RunEventHookOperator(BaseOperator):
+class RunEventCommandsOperator(BaseOperator):
     """
-    Run an event hook's commands in order on the Airflow side, stopping at the first that fails.
+    Run an event's commands for one moment, in order on the Airflow side, stopping at the first that fails.
 
-    A failing hook fails this task only: it runs after the submission's result is recorded
+    A failing command fails this task only: it runs after the submission's result is recorded
     and never changes it.
 
-    :param hook_name: the hook, e.g. ``successful_training``.
-    :param commands: the hook's shell commands, from the event config.
+    :param moment: the moment, e.g. ``successful_training`` (the config's ``aws.hooks.<name>``).
+    :param commands: its shell commands, from the event config.
     :param submission: the submission (``id``, ``name``, ``team``, ``event``), as the claim
         task returns it (templated).
     :param local_log_folder: the event's ``local_log_folder``; the submission's folder in it
@@ -40,7 +44,7 @@ class RunEventHookOperator(BaseOperator):
     def __init__(
         self,
         *,
-        hook_name: str,
+        moment: str,
         commands: Sequence[str],
         submission: Any,
         local_log_folder: str,
@@ -49,7 +53,7 @@ class RunEventHookOperator(BaseOperator):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.hook_name = hook_name
+        self.moment = moment
         self.commands = list(commands)
         self.submission = submission
         self.local_log_folder = local_log_folder
@@ -59,16 +63,16 @@ class RunEventHookOperator(BaseOperator):
     def execute(self, context: Context) -> None:
         if self.only_if_state is not None and self.recorded_state != self.only_if_state:
             raise AirflowSkipException(
-                f"{self.hook_name} runs for submissions recorded as {self.only_if_state}, not {self.recorded_state}"
+                f"{self.moment} runs for submissions recorded as {self.only_if_state}, not {self.recorded_state}"
             )
         folder = local_log_dir(self.local_log_folder, int(self.submission["id"]))
-        env = hook_environment(self.hook_name, self.submission, folder)
-        # Hooks run in the submission's log folder once it exists (it does after the download).
+        env = event_command_environment(self.moment, self.submission, folder)
+        # The commands run in the submission's log folder once it exists (it does after the download).
         hook = SubprocessHook()
         for number, command in enumerate(self.commands, start=1):
             result = hook.run_command(["bash", "-c", command], env=env, cwd=folder if os.path.isdir(folder) else None)
             if result.exit_code != 0:
                 raise AirflowException(
-                    f"hook {self.hook_name}, command {number} of {len(self.commands)} exited with "
+                    f"event command {self.moment} (aws.hooks.{self.moment}), command {number} of {len(self.commands)} exited with "
                     f"{result.exit_code}: {command}"
                 )

@@ -1,7 +1,7 @@
-"""Load and validate an event's config file (the old RAMP AWS backend's ``config.yml``).
+"""Read an event's config file and check it against the schema, reporting every problem at once.
 
-Loading touches only the file itself (and the stat of ``aws.key_path``): DAG files call
-it at every parse, so it must stay fast and free of network and database access.
+Loading touches only the file itself (and the stat of ``aws.key_path``): DAG files call it at every
+parse, so it must stay fast and free of network and database access.
 """
 
 from __future__ import annotations
@@ -12,74 +12,44 @@ import re
 import shlex
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-HOOK_NAMES = ("start_training", "successful_training", "failed_training")
-# The seed's README spells the success hook this way; configs written for it keep working.
-HOOK_ALIASES = {"after_sucessful_training": "successful_training"}
+from ramp_airflow.config.schema import (
+    EVENT_COMMAND_ALIASES,
+    EVENT_COMMAND_NAMES,
+    EVENT_COMMANDS_KEY,
+    REQUIRED,
+    REQUIRED_SECTIONS,
+    SECTIONS,
+    AwsSettings,
+    DatabaseSettings,
+    EventConfig,
+    Setting,
+)
 
-_REQUIRED = object()
 _EVENT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
-
-@dataclass(frozen=True)
-class _Field:
-    kind: str  # "str", "int", "number", "bool", "str_list", "hooks"
-    default: Any = _REQUIRED
-    positive: bool = False
-
-
-_SECTIONS: dict[str, dict[str, _Field]] = {
-    "sqlalchemy": {
-        "drivername": _Field("str", "postgresql"),
-        "username": _Field("str", None),
-        "password": _Field("str", None),
-        "host": _Field("str", None),
-        "port": _Field("int", 5432, positive=True),
-        "database": _Field("str", None),
-        "postgres_conn_id": _Field("str", None),
-    },
-    "ramp": {
-        "event_name": _Field("str"),
-    },
-    "aws": {
-        "ami_image_id": _Field("str", None),
-        "ami_image_name": _Field("str", None),
-        "ami_owners": _Field("str_list", ("self",)),
-        "ami_user_name": _Field("str"),
-        "instance_type": _Field("str"),
-        "key_name": _Field("str"),
-        "key_path": _Field("str", None),
-        "security_group": _Field("str"),
-        "remote_ramp_kit_folder": _Field("str"),
-        "local_predictions_folder": _Field("str"),
-        "local_log_folder": _Field("str"),
-        "check_status_interval_secs": _Field("number", 5, positive=True),
-        "check_finished_training_interval_secs": _Field("number", 10, positive=True),
-        "train_loop_interval_secs": _Field("number", 2, positive=True),
-        "memory_profiling": _Field("bool", False),
-        "hooks": _Field("hooks", None),
-        "profile_name": _Field("str", None),
-        "access_key_id": _Field("str", None),
-        "secret_access_key": _Field("str", None),
-        "region_name": _Field("str", None),
-        "use_spot_instance": _Field("bool", False),
-        "aws_conn_id": _Field("str", None),
-        "ssh_conn_id": _Field("str", None),
-        "ssh_port": _Field("int", 22, positive=True),
-        "training_command": _Field("str", "ramp-test"),
-        "training_timeout_secs": _Field("number", None, positive=True),
-        "instance_ready_timeout_secs": _Field("number", 900, positive=True),
-        "spot_wait_secs": _Field("number", 120, positive=True),
-        "max_concurrent_instances": _Field("int", 10, positive=True),
-        "instance_retries": _Field("int", 1),
-    },
+# Per kind of setting: whether a (non-null) YAML value fits, and what to ask for when it does not.
+_FITS = {
+    "str": lambda value: isinstance(value, str) and value.strip() != "",
+    "int": lambda value: isinstance(value, int) and not isinstance(value, bool),
+    "number": lambda value: isinstance(value, (int, float)) and not isinstance(value, bool),
+    "bool": lambda value: isinstance(value, bool),
+    "str_list": lambda value: isinstance(value, list) and value != [] and all(isinstance(v, str) and v for v in value),
+    "event_commands": lambda value: isinstance(value, dict),
 }
-_REQUIRED_SECTIONS = ("ramp", "aws")
+_EXPECTED = {
+    "str": "a non-empty string",
+    "int": "a whole number",
+    "number": "a number",
+    "bool": "true or false",
+    "str_list": "a non-empty list of strings",
+    "event_commands": "a mapping of hook names to commands",
+}
 
 
 @dataclass(frozen=True)
@@ -101,65 +71,6 @@ class ConfigError(ValueError):
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
-
-
-@dataclass(frozen=True)
-class DatabaseSettings:
-    """Where the RAMP database is: an Airflow Postgres connection, or the inline fields."""
-
-    postgres_conn_id: str | None
-    drivername: str
-    username: str | None
-    password: str | None = field(repr=False)
-    host: str | None
-    port: int
-    database: str | None
-
-
-@dataclass(frozen=True)
-class AwsSettings:
-    """The ``aws`` section, with defaults applied and relative local folders made absolute."""
-
-    ami_image_id: str | None
-    ami_image_name: str | None
-    ami_owners: tuple[str, ...]
-    ami_user_name: str
-    instance_type: str
-    key_name: str
-    key_path: str | None
-    security_group: str
-    remote_ramp_kit_folder: str
-    local_predictions_folder: str
-    local_log_folder: str
-    check_status_interval_secs: float
-    check_finished_training_interval_secs: float
-    train_loop_interval_secs: float
-    memory_profiling: bool
-    profile_name: str | None
-    access_key_id: str | None
-    secret_access_key: str | None = field(repr=False)
-    region_name: str | None
-    use_spot_instance: bool
-    aws_conn_id: str | None
-    ssh_conn_id: str | None
-    ssh_port: int
-    training_command: tuple[str, ...]
-    training_timeout_secs: float | None
-    instance_ready_timeout_secs: float
-    spot_wait_secs: float
-    max_concurrent_instances: int
-    instance_retries: int
-
-
-@dataclass(frozen=True)
-class EventConfig:
-    """One event's validated configuration."""
-
-    path: str
-    event_name: str
-    database: DatabaseSettings
-    aws: AwsSettings
-    hooks: Mapping[str, tuple[str, ...]]
 
 
 def load_config(path: str | os.PathLike) -> EventConfig:
@@ -193,15 +104,16 @@ class _Validator:
 
     def validate(self, raw: Any) -> EventConfig:
         if not isinstance(raw, dict):
-            self.fail("", "the file must hold a mapping with sections " + ", ".join(_SECTIONS))
+            self.fail("", "the file must hold a mapping with sections " + ", ".join(SECTIONS))
             raise ConfigError(self.problems)
-        self._unknown(raw, _SECTIONS, "")
-        values = {name: self._section(raw, name) for name in _SECTIONS}
+        self._unknown(raw, SECTIONS, "")
+        values = {name: self._section(raw, name) for name in SECTIONS}
         db, ramp, aws = values["sqlalchemy"], values["ramp"], values["aws"]
         self._check_database(db)
         self._check_event_name(ramp.get("event_name"))
         self._check_aws(aws)
-        hooks = self._hooks(aws.pop("hooks"))
+        # The event commands sit in the aws section of the YAML but are not AWS settings.
+        event_commands = self._event_commands(aws.pop(EVENT_COMMANDS_KEY))
         if self.problems:
             raise ConfigError(self.problems)
         base = Path(self.path).resolve().parent
@@ -214,7 +126,7 @@ class _Validator:
             event_name=ramp["event_name"],
             database=DatabaseSettings(**db),
             aws=AwsSettings(**aws),
-            hooks=hooks,
+            event_commands=event_commands,
         )
 
     def _unknown(self, given: Mapping, known: Mapping, prefix: str) -> None:
@@ -226,10 +138,10 @@ class _Validator:
             self.fail(f"{prefix}{key}", f"unknown field{hint}")
 
     def _section(self, raw: dict, name: str) -> dict[str, Any]:
-        fields = _SECTIONS[name]
+        fields = SECTIONS[name]
         given = raw.get(name)
         if given is None:
-            if name in _REQUIRED_SECTIONS:
+            if name in REQUIRED_SECTIONS:
                 self.fail(name, "missing required section")
             given = {}
         elif not isinstance(given, dict):
@@ -241,33 +153,17 @@ class _Validator:
             where = f"{name}.{key}"
             value = given.get(key)
             if value is None:
-                if spec.default is _REQUIRED and name in raw:
+                if spec.default is REQUIRED and name in raw:
                     self.fail(where, "missing required field")
-                out[key] = None if spec.default is _REQUIRED else spec.default
+                out[key] = None if spec.default is REQUIRED else spec.default
             else:
                 out[key] = self._typed(where, spec, value)
         return out
 
-    def _typed(self, where: str, spec: _Field, value: Any) -> Any:
-        ok = {
-            "str": isinstance(value, str) and value.strip() != "",
-            "int": isinstance(value, int) and not isinstance(value, bool),
-            "number": isinstance(value, (int, float)) and not isinstance(value, bool),
-            "bool": isinstance(value, bool),
-            "str_list": isinstance(value, list) and value != [] and all(isinstance(v, str) and v for v in value),
-            "hooks": isinstance(value, dict),
-        }[spec.kind]
-        if not ok:
-            expected = {
-                "str": "a non-empty string",
-                "int": "a whole number",
-                "number": "a number",
-                "bool": "true or false",
-                "str_list": "a non-empty list of strings",
-                "hooks": "a mapping of hook names to commands",
-            }[spec.kind]
-            self.fail(where, f"must be {expected}, not {_type_name(value)} {value!r}")
-            return spec.default if spec.default is not _REQUIRED else None
+    def _typed(self, where: str, spec: Setting, value: Any) -> Any:
+        if not _FITS[spec.kind](value):
+            self.fail(where, f"must be {_EXPECTED[spec.kind]}, not {_type_name(value)} {value!r}")
+            return spec.default if spec.default is not REQUIRED else None
         if spec.positive and value <= 0:
             self.fail(where, f"must be greater than 0, not {value}")
         return value
@@ -328,17 +224,18 @@ class _Validator:
             )
         aws["key_path"] = str(resolved)
 
-    def _hooks(self, given: dict | None) -> dict[str, tuple[str, ...]]:
-        hooks: dict[str, tuple[str, ...]] = {}
+    def _event_commands(self, given: dict | None) -> dict[str, tuple[str, ...]]:
+        event_commands: dict[str, tuple[str, ...]] = {}
         for name, commands in (given or {}).items():
-            where = f"aws.hooks.{name}"
-            canonical = HOOK_ALIASES.get(name, name)
-            if canonical not in HOOK_NAMES:
-                close = difflib.get_close_matches(str(name), [*HOOK_NAMES, *HOOK_ALIASES], n=1)
+            # Messages name the YAML field, which keeps the seed's name "hooks".
+            where = f"aws.{EVENT_COMMANDS_KEY}.{name}"
+            canonical = EVENT_COMMAND_ALIASES.get(name, name)
+            if canonical not in EVENT_COMMAND_NAMES:
+                close = difflib.get_close_matches(str(name), [*EVENT_COMMAND_NAMES, *EVENT_COMMAND_ALIASES], n=1)
                 hint = f" (did you mean '{close[0]}'?)" if close else ""
-                self.fail(where, f"unknown hook{hint}; hooks are " + ", ".join(HOOK_NAMES))
+                self.fail(where, f"unknown hook{hint}; hooks are " + ", ".join(EVENT_COMMAND_NAMES))
                 continue
-            if canonical in hooks:
+            if canonical in event_commands:
                 self.fail(where, f"{canonical} is given twice (under its alias too)")
                 continue
             if isinstance(commands, str):
@@ -348,8 +245,8 @@ class _Validator:
             ):
                 self.fail(where, f"must be a command or a list of commands, not {commands!r}")
                 continue
-            hooks[canonical] = tuple(commands)
-        return hooks
+            event_commands[canonical] = tuple(commands)
+        return event_commands
 
 
 def _type_name(value: Any) -> str:

@@ -1,0 +1,139 @@
+"""The event config's schema, written once: the frozen dataclasses a loaded config is made of.
+
+Each YAML field is declared on the dataclass attribute it ends up in, with :func:`setting`: its kind,
+default and constraints ride in the field's metadata. :data:`SECTIONS`, the table the validator walks,
+is derived from those fields, so adding a field to a dataclass is all it takes for it to be read and
+checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+# The shell commands an event runs on the Airflow side; the YAML calls them ``aws.hooks``.
+EVENT_COMMAND_NAMES = ("start_training", "successful_training", "failed_training")
+# The seed's README spells the success command this way; configs written for it keep working.
+EVENT_COMMAND_ALIASES = {"after_sucessful_training": "successful_training"}
+# The YAML key of the event commands: the seed's name, kept so every config file keeps working.
+EVENT_COMMANDS_KEY = "hooks"
+
+REQUIRED: Any = object()  # the default of a setting the YAML must give
+REQUIRED_SECTIONS = ("ramp", "aws")
+SETTING_METADATA_KEY = "ramp_airflow.config.setting"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one YAML field is read and checked."""
+
+    kind: str  # "str", "int", "number", "bool", "str_list" or "event_commands"
+    default: Any = REQUIRED
+    positive: bool = False
+    secret: bool = False
+    # Only for EventConfig's fields, which sit in another dataclass's YAML section:
+    section: str | None = None
+    key: str | None = None  # the YAML key, when it is not the attribute's name
+
+
+def setting(
+    kind: str,
+    default: Any = REQUIRED,
+    *,
+    positive: bool = False,
+    secret: bool = False,
+    section: str | None = None,
+    key: str | None = None,
+) -> Any:
+    """A dataclass field read from the YAML, its :class:`Setting` in the field's metadata."""
+    spec = Setting(kind, default, positive, secret, section, key)
+    # No dataclass default: the loader always passes every field, the YAML default already applied.
+    return field(repr=not secret, metadata={SETTING_METADATA_KEY: spec})
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    """The ``sqlalchemy`` section: an Airflow Postgres connection, or the inline fields."""
+
+    postgres_conn_id: str | None = setting("str", None)
+    drivername: str = setting("str", "postgresql")
+    username: str | None = setting("str", None)
+    password: str | None = setting("str", None, secret=True)
+    host: str | None = setting("str", None)
+    port: int = setting("int", 5432, positive=True)
+    database: str | None = setting("str", None)
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """The ``aws`` section, with defaults applied and relative local folders made absolute."""
+
+    ami_image_id: str | None = setting("str", None)
+    ami_image_name: str | None = setting("str", None)
+    ami_owners: tuple[str, ...] = setting("str_list", ("self",))  # the YAML list, as a tuple
+    ami_user_name: str = setting("str")
+    instance_type: str = setting("str")
+    key_name: str = setting("str")
+    key_path: str | None = setting("str", None)  # resolved against the config file's folder
+    security_group: str = setting("str")
+    remote_ramp_kit_folder: str = setting("str")
+    # Made absolute against the config file's folder, not the worker's cwd.
+    local_predictions_folder: str = setting("str")
+    local_log_folder: str = setting("str")
+    check_status_interval_secs: float = setting("number", 5, positive=True)
+    check_finished_training_interval_secs: float = setting("number", 10, positive=True)
+    train_loop_interval_secs: float = setting("number", 2, positive=True)
+    memory_profiling: bool = setting("bool", False)
+    profile_name: str | None = setting("str", None)
+    access_key_id: str | None = setting("str", None)
+    secret_access_key: str | None = setting("str", None, secret=True)
+    region_name: str | None = setting("str", None)
+    use_spot_instance: bool = setting("bool", False)
+    aws_conn_id: str | None = setting("str", None)
+    ssh_conn_id: str | None = setting("str", None)
+    ssh_port: int = setting("int", 22, positive=True)
+    training_command: tuple[str, ...] = setting("str", "ramp-test")  # one string, split as a shell would
+    training_timeout_secs: float | None = setting("number", None, positive=True)
+    instance_ready_timeout_secs: float = setting("number", 900, positive=True)
+    spot_wait_secs: float = setting("number", 120, positive=True)
+    max_concurrent_instances: int = setting("int", 10, positive=True)
+    instance_retries: int = setting("int", 1)
+
+
+@dataclass(frozen=True)
+class EventConfig:
+    """One event's validated configuration."""
+
+    path: str
+    event_name: str = setting("str", section="ramp")
+    database: DatabaseSettings
+    aws: AwsSettings
+    # Command names (aliases resolved) to their commands, from the YAML's ``aws.hooks``.
+    event_commands: Mapping[str, tuple[str, ...]] = setting(
+        "event_commands", None, section="aws", key=EVENT_COMMANDS_KEY
+    )
+
+
+def settings_of(cls: type, section: str | None = None) -> dict[str, Setting]:
+    """The settings declared on ``cls`` (only those placed in ``section``), by YAML key, in field order."""
+    table = {}
+    for item in fields(cls):
+        spec = item.metadata.get(SETTING_METADATA_KEY)
+        if spec is not None and spec.section == section:
+            table[spec.key or item.name] = spec
+    return table
+
+
+def derive_sections(
+    database: type = DatabaseSettings, aws: type = AwsSettings, event: type = EventConfig
+) -> dict[str, dict[str, Setting]]:
+    """The validator's table: YAML section, then YAML key, to its :class:`Setting`."""
+    return {
+        "sqlalchemy": settings_of(database),
+        "ramp": settings_of(event, "ramp"),
+        "aws": {**settings_of(aws), **settings_of(event, "aws")},
+    }
+
+
+SECTIONS = derive_sections()

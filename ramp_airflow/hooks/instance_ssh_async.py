@@ -1,0 +1,53 @@
+"""Commands on a training instance from a trigger (asyncssh), accepting only its pinned host key."""
+
+from __future__ import annotations
+
+import asyncio
+
+from airflow.providers.common.compat.sdk import AirflowException, BaseHook
+
+from ramp_airflow.utils.instance_login import InstanceLogin, host_key_string, parse_host_key, ssh_target
+
+
+class InstanceSSHHookAsync(BaseHook):
+    """
+    Run commands on one training instance from a trigger (asyncssh), accepting only ``host_key``.
+
+    :param address: the instance's IP address or host name
+    :param login: how to log in
+    :param host_key: the pinned host key ``"<type> <base64>"`` (required: triggers never learn keys)
+    :param connect_timeout: seconds to wait for a connection
+    """
+
+    def __init__(self, address: str, login: InstanceLogin, host_key: str, connect_timeout: int = 30):
+        super().__init__()
+        if not host_key:
+            raise AirflowException("host_key is required: pass the host key the upload task returned")
+        self.address, self.login = address, login
+        self.host_key = host_key_string(parse_host_key(host_key))
+        self.connect_timeout = connect_timeout
+
+    async def run(self, command: str, timeout: float = 120) -> tuple[int, bytes]:
+        """Run ``command`` over a new connection; ``(exit status, stdout)``."""
+        import asyncssh
+
+        connection = await self.aget_connection(self.login.ssh_conn_id) if self.login.ssh_conn_id else None
+        t = ssh_target(self.address, self.login, connection)
+        if t.private_key:
+            client_key = asyncssh.import_private_key(t.private_key, t.passphrase)
+        else:
+            client_key = asyncssh.read_private_key(t.key_path, t.passphrase)
+        trusted = ([asyncssh.import_public_key(self.host_key)], [], [])
+        async with asyncssh.connect(
+            t.host,
+            t.port,
+            username=t.username,
+            client_keys=[client_key],
+            known_hosts=trusted,
+            config=None,
+            agent_path=None,
+            connect_timeout=self.connect_timeout,
+            keepalive_interval=15,
+        ) as conn:
+            result = await asyncio.wait_for(conn.run(command, encoding=None, check=False), timeout)
+        return result.exit_status, result.stdout or b""
