@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import stat
 import sys
 
 from ramp_airflow.config import ConfigError, EventConfig, load_config
@@ -28,7 +30,22 @@ def check_config(paths: list[str]) -> int:
                 print(problem, file=sys.stderr)
         else:
             print(f"{path}: OK: {_summary(config)}")
+            if warning := _exposed_secrets(config):
+                print(f"{path}: warning: {warning}", file=sys.stderr)
     return status
+
+
+def _exposed_secrets(config: EventConfig) -> str | None:
+    """Why the config file's secrets can be read by other users of the machine, if they can."""
+    if config.database.password is None and config.aws.secret_access_key is None:
+        return None
+    mode = stat.S_IMODE(os.stat(config.path).st_mode)
+    if not mode & 0o077:
+        return None
+    return (
+        f"it holds a password or a secret key and other users can read it (mode {mode:04o}): run chmod 600 "
+        "on it, or keep the secrets in Airflow connections (postgres_conn_id, aws_conn_id)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

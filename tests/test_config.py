@@ -79,7 +79,7 @@ def test_seed_example_loads_with_defaults_and_alias(tmp_path, key_file):
     assert config.aws.ami_owners == ("self",)
     assert config.aws.memory_profiling is True
     assert config.aws.check_status_interval_secs == 60
-    assert config.aws.ssh_port == 22 and config.aws.training_timeout_secs is None
+    assert config.aws.ssh_port == 22 and config.aws.training_timeout_secs == 7200
     assert config.aws.training_command == ("ramp-test",)
     # Relative local folders are relative to the config file, not to whatever the worker's cwd is.
     assert config.aws.local_predictions_folder == str(tmp_path / "predictions")
@@ -192,6 +192,7 @@ def test_yaml_syntax_error_names_the_line(tmp_path, key_file):
 
 def test_check_config_command(tmp_path, key_file, capsys):
     good = write(tmp_path, seed_config(key_file), "good.yml")
+    good.chmod(0o600)  # it holds the database password
     bad = write(tmp_path, seed_config(key_file, instance_type=None, key_path="~/nope"), "bad.yml")
     assert main(["check-config", str(good)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
@@ -202,6 +203,26 @@ def test_check_config_command(tmp_path, key_file, capsys):
     err = captured.err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith(f"{bad}: aws.") for line in err)
     assert "Traceback" not in captured.err
+
+
+def test_check_config_warns_when_others_can_read_its_secrets(tmp_path, key_file, capsys):
+    path = write(tmp_path, seed_config(key_file), "readable.yml")
+    path.chmod(0o644)
+    assert main(["check-config", str(path)]) == 0  # a warning, not an error
+    err = capsys.readouterr().err
+    assert f"{path}: warning: it holds a password or a secret key and other users can read it (mode 0644)" in err
+    path.write_text(seed_config(key_file).replace("    password: secret\n", ""))
+    assert main(["check-config", str(path)]) == 0 and capsys.readouterr().err == ""
+
+
+def test_a_secret_is_never_quoted_in_an_error(tmp_path, key_file):
+    text = seed_config(key_file, secret_access_key="[hunter2]", access_key_id="AKIA").replace(
+        "password: secret", "password: [hunter3]"
+    )
+    problems = problems_of(write(tmp_path, text))
+    assert any("aws.secret_access_key: must be a non-empty string, not a list" in p for p in problems)
+    assert any("sqlalchemy.password: must be a non-empty string, not a list" in p for p in problems)
+    assert not any("hunter" in p for p in problems)
 
 
 def test_check_config_missing_file(tmp_path, capsys):

@@ -103,12 +103,20 @@ def test_ssh_and_rsync_argv_pin_the_host_key():
     assert ssh_commands.known_hosts_line("10.0.0.1", 22, "ssh-rsa BBBB") == "10.0.0.1 ssh-rsa BBBB"
     ssh = ssh_commands.ssh_argv("/k", 2222, "/tmp/kh")
     assert "StrictHostKeyChecking=yes" in ssh and "UserKnownHostsFile=/tmp/kh" in ssh and "BatchMode=yes" in ssh
-    argv = ssh_commands.rsync_argv(ssh, ["/src/"], ssh_commands.remote_spec("ubuntu", "10.0.0.1", "a/b/"))
+    argv = ssh_commands.rsync_argv(
+        ssh, ["/src/"], ssh_commands.remote_spec("ubuntu", "10.0.0.1", "a/b/"), download=False
+    )
+    assert "--archive" in argv
     assert argv[0] == "rsync" and argv[-3:] == ["--", "/src/", "ubuntu@10.0.0.1:a/b/"]
     down = ssh_commands.rsync_argv(
-        ssh, [ssh_commands.remote_spec("u", "h", "s/log"), ssh_commands.remote_spec("u", "h", "s/x")], "/dst/"
+        ssh,
+        [ssh_commands.remote_spec("u", "h", "s/log"), ssh_commands.remote_spec("u", "h", "s/x")],
+        "/dst/",
+        download=True,
     )
     assert down[-4:] == ["--", "u@h:s/log", "u@h:s/x", "/dst/"]
+    # What comes back from a participant's instance: no links, devices or FIFOs, none of its modes.
+    assert "--archive" not in down and {"--no-links", "--no-devices", "--no-specials"} <= set(down)
     assert shlex.split(argv[argv.index("-e") + 1]) == ssh
     assert ssh_commands.remote_spec("u", "::1", "p") == "u@[::1]:p"
     for bad in ("-oProxyCommand=x", "a b", "h;id", "", "u@h"):
@@ -122,7 +130,7 @@ def test_ssh_and_rsync_argv_pin_the_host_key():
         ("finished 0", training_reports.JobStatus("finished", exit_code=0)),
         ("finished 137", training_reports.JobStatus("finished", exit_code=137)),
         ("died", training_reports.JobStatus("died")),
-        ("running 77 1000.5 990.0", training_reports.JobStatus("running", pid=77, elapsed_secs=10.5)),
+        ("running 77", training_reports.JobStatus("running", pid=77)),
     ],
 )
 def test_parse_status_line(line, status):
@@ -138,9 +146,7 @@ def test_parse_status_line_rejects_garbage(line):
 def test_outcomes():
     assert training_reports.JobStatus("finished", exit_code=1).outcome() == {"outcome": "finished", "exit_code": 1}
     assert training_reports.JobStatus("died").outcome(5) == {"outcome": "died"}
-    running = training_reports.JobStatus("running", pid=7, elapsed_secs=10.0)
-    assert running.outcome() is None and running.outcome(10.0) is None
-    assert running.outcome(9.5) == {"outcome": "timeout", "after_secs": 10.0}
+    assert training_reports.JobStatus("running", pid=7).outcome() is None
 
 
 def test_parse_start_output():
@@ -153,11 +159,22 @@ def test_parse_start_output():
 
 def test_watch_shows_whole_lines_and_advances_the_offset():
     watch = training_reports.TrainingWatch(PATHS)
-    assert watch.take(b"running 7 10 5\nline 1\nline") == (["line 1"], None)
+    assert watch.take(b"running 7\nline 1\nline") == (["line 1"], None)
     assert watch.log_offset == len(b"line 1\n")
     assert "tail -c +8 " in watch.poll_command()
     assert watch.take(b"finished 0\nline 2\ntail") == (["line 2", "tail"], {"outcome": "finished", "exit_code": 0})
     assert watch.log_offset == len(b"line 1\nline 2\ntail")
-    assert training_reports.TrainingWatch(PATHS).take(b"running 7 10 5\n\xff\xfe bad bytes\n")[0] == [
+    assert training_reports.TrainingWatch(PATHS).take(b"running 7\n\xff\xfe bad bytes\n")[0] == [
         "\ufffd\ufffd bad bytes"
     ]
+
+
+def test_the_live_log_is_cleaned_and_capped():
+    watch = training_reports.TrainingWatch(PATHS, live_log_max_bytes=40)
+    lines, _ = watch.take(b"running 7\n\x1b[31mred\x1b[0m \x00nul \xff\nsecond line\n")
+    assert lines == ["red nul \ufffd", "second line"]
+    assert "head -c 8" in watch.poll_command()  # what is left of the cap (32 bytes shown), no more
+    lines, _ = watch.take(b"running 7\n" + b"x" * 100 + b"\n")
+    assert lines == ["x" * 8, "[the rest of the training log is not copied here: over 40 bytes]"]
+    assert "head -c 0" in watch.poll_command()
+    assert watch.take(b"finished 0\n")[0] == []

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import csv
 import glob
+import json
 import os
 import pathlib
 import shutil
 import subprocess
+import time
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException, TaskDeferred
@@ -38,8 +40,8 @@ _next_id = iter(range(4200, 5000))
 def submission(tmp_path, instance):
     """Copy a bench submission as ``submission_<id>``; return ``(id, submissions_path, remote_dir)``."""
 
-    def make(name="random_forest", estimator=None, extra_files=()):
-        sid = next(_next_id)
+    def make(name="random_forest", estimator=None, extra_files=(), sid=None):
+        sid = sid or next(_next_id)
         dest = tmp_path / "submissions" / f"submission_{sid:09d}"
         shutil.copytree(os.path.join(KIT_SRC, "submissions", name), dest)
         if estimator is not None:
@@ -363,3 +365,73 @@ def test_a_fetch_replaces_every_local_copy_and_removes_what_the_instance_lacks(i
     result = fetch(instance, sid, started["host_key"], tmp_path)
     assert result["success"] is False and result["error_msg"].endswith(f"{predictions} is missing")
     assert not predictions.exists() and sorted(os.listdir(logs)) == ["log"]  # nothing stale, no staging left
+
+
+# Participants' attacks, through the real ramp-test on the real sshd: each may spoil its own result only.
+
+# ramp-workflow refuses a submission that says ``open``: pathlib writes as well.
+FORGED_START = """import os, pathlib, time
+from sklearn.ensemble import RandomForestClassifier
+
+record = pathlib.Path("submissions", "{folder}", "training_job")
+(record / "started_at").write_text("99999999999.0")  # far in the future: a limit counted there never passes
+{extra}
+time.sleep(600)
+
+
+def get_estimator():
+    return RandomForestClassifier(n_estimators=2)
+"""
+LOG_AS_A_PIPE = 'log = os.path.join("submissions", "{folder}", "log")\nos.remove(log)\nos.mkfifo(log)'
+
+
+@pytest.mark.parametrize("extra", ["", LOG_AS_A_PIPE], ids=["forged start time", "log replaced by a pipe"])
+def test_the_time_limit_holds_whatever_the_instance_says(instance, submission, tmp_path, extra):
+    sid = next(_next_id)
+    folder = f"submission_{sid:09d}"
+    estimator = FORGED_START.format(folder=folder, extra=extra.format(folder=folder))
+    sid, path, remote = submission(estimator=estimator, sid=sid)
+    started = start(instance, sid, path)
+    wait_until(lambda: os.path.exists(os.path.join(remote, "training_job", "started_at")), 30, "the training")
+    began = time.monotonic()
+    event = watch(instance, sid, started["host_key"], timeout=90, training_timeout_secs=3, poll_interval=1)
+    assert event["result"]["outcome"] == "timeout" and time.monotonic() - began < 60
+    with pytest.raises(ProcessLookupError):
+        os.killpg(started["pid"], 0)
+    result = fetch(instance, sid, started["host_key"], tmp_path)
+    assert result["success"] is False
+    local_log = tmp_path / "logs" / folder / "log"
+    assert not local_log.exists() or local_log.is_file()  # a pipe never comes back
+
+
+def test_links_and_pipes_on_the_instance_never_come_back(instance, submission, tmp_path):
+    sid, path, remote = submission()
+    started = start(instance, sid, path)
+    assert watch(instance, sid, started["host_key"])["result"]["outcome"] == "finished"
+    secret = tmp_path / "airflow-side-secret.yml"
+    secret.write_text("password: hunter2\n")
+    os.chmod(secret, 0o644)
+    scores = os.path.join(remote, "training_output", "fold_0", "scores.csv")
+    os.remove(scores)
+    os.symlink(secret, scores)  # as the participant's code would leave it
+    os.remove(os.path.join(remote, "log"))
+    os.symlink(secret, os.path.join(remote, "log"))
+    os.mkfifo(os.path.join(remote, "training_output", "pipe"))
+    result = fetch(instance, sid, started["host_key"], tmp_path)
+    assert result["success"] is False and "fold_0/scores.csv is missing" in result["error_msg"]
+    assert "hunter2" not in json.dumps(result)
+    downloaded = [os.path.join(root, name) for root, dirs, files in os.walk(tmp_path) for name in dirs + files]
+    assert not [p for p in downloaded if os.path.islink(p) or not (os.path.isfile(p) or os.path.isdir(p))]
+
+
+def test_a_download_over_its_limit_is_stopped_and_is_a_training_error(instance, submission, tmp_path):
+    sid, path, remote = submission()
+    started = start(instance, sid, path)
+    assert watch(instance, sid, started["host_key"])["result"]["outcome"] == "finished"
+    with open(os.path.join(remote, "training_output", "huge.bin"), "wb") as f:
+        f.truncate(1 << 30)  # sparse on the instance, 1 GiB once written here
+    result = fetch(instance, sid, started["host_key"], tmp_path, max_output_bytes=32 << 20)
+    assert result["success"] is False and "more than 32 MiB, the event's limit (max_output_mb)" in result["error_msg"]
+    on_disk = sum(os.lstat(os.path.join(r, n)).st_blocks * 512 for r, d, fs in os.walk(tmp_path) for n in fs)
+    assert on_disk < 32 << 20  # stopped, and what came was removed
+    assert not (tmp_path / "predictions" / f"submission_{sid:09d}").exists()

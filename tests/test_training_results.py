@@ -141,3 +141,49 @@ def test_malformed_mprof_lines_are_skipped(tree):
     assert parse(tree)["max_ram"] == 5.5
     write(os.path.join(tree[1], "mprof.dat"), "garbage")
     assert parse(tree)["max_ram"] is None
+
+
+# A participant's code writes these files: whatever they hold is that submission's training error,
+# never a crash, a hang or a read of anything else on the Airflow side.
+
+
+@pytest.mark.parametrize(
+    ("file", "text", "message"),
+    [
+        ("fold_0/scores.csv", "step,acc,time\ntrain,0.9,1\nvalid,nan,1\ntest,0.7,1\n", "finite score"),
+        ("bagged_scores.csv", "step,n_bag,acc\nvalid,0,inf\nvalid,1,1\ntest,0,1\ntest,1,1\n", "finite score"),
+        ("fold_0/scores.csv", "step,acc,time\ntrain," + "9" * 300_000 + ",1\n", "not a readable CSV file"),
+        ("fold_0/scores.csv", "step,acc,time\ntrain,0.9\x00,1\nvalid,1,1\ntest,1,1\n", "'0.9' where a score"),
+        ("fold_1/test_time", "1" * (17 << 20), "larger than 16 MiB"),
+    ],
+)
+def test_hostile_result_files_are_the_submissions_training_error(tree, file, text, message):
+    write(os.path.join(tree[0], file), text)
+    result = parse(tree)
+    assert result["success"] is False and os.path.join(tree[0], file) in result["error_msg"]
+    assert message in result["error_msg"] and "\x00" not in result["error_msg"]
+
+
+def test_links_and_pipes_are_refused_not_followed(tree, tmp_path):
+    secret = tmp_path / "config.yml"
+    secret.write_text("password: hunter2\n")
+    scores = os.path.join(tree[0], "fold_0", "scores.csv")
+    os.remove(scores)
+    os.symlink(secret, scores)
+    log = os.path.join(tree[1], "log")
+    os.remove(log)
+    os.mkfifo(log)  # a read would block forever
+    result = parse(tree)
+    assert result["success"] is False and f"{scores} cannot be opened as a regular file" in result["error_msg"]
+    assert "hunter2" not in json.dumps(result)
+
+
+def test_error_msg_is_clean_and_keeps_the_head_and_the_tail_of_a_long_log(tree):
+    write(os.path.join(tree[0], "fold_0", "error.txt"), TRACEBACK)
+    noise = "".join(f"line {i} \x00\x07\x1b[2J\x1b]0;title\x07 \xff\n" for i in range(100_000))
+    log = b"Traceback (most recent call last):\n" + noise.encode("latin-1") + TRACEBACK.encode()  # \xff: not UTF-8
+    write(os.path.join(tree[1], "log"), log, True)
+    message = parse(tree)["error_msg"]
+    assert message.startswith("Traceback (most recent call last):\nline 0") and message.endswith(TRACEBACK)
+    assert "characters cut ..." in message and len(message) < 21_000
+    assert not any(c in message for c in "\x00\x07\x1b")

@@ -94,9 +94,12 @@ class AwsSettings:
     ssh_conn_id: str | None = setting("str", None)
     ssh_port: int = setting("int", 22, positive=True)
     training_command: tuple[str, ...] = setting("str", "ramp-test")  # one string, split as a shell would
-    training_timeout_secs: float | None = setting("number", None, positive=True)
+    # ramp-engine's local workers give a training two hours too.
+    training_timeout_secs: float = setting("number", 7200, positive=True)
     instance_ready_timeout_secs: float = setting("number", 900, positive=True)
     spot_wait_secs: float = setting("number", 120, positive=True)
+    # The most a training's download (output, log, memory profile) may take on the Airflow side.
+    max_output_mb: float = setting("number", 1024, positive=True)
     max_concurrent_instances: int = setting("int", 10, positive=True)
     instance_retries: int = setting("int", 1)
 

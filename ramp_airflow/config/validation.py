@@ -162,7 +162,9 @@ class _Validator:
 
     def _typed(self, where: str, spec: Setting, value: Any) -> Any:
         if not _FITS[spec.kind](value):
-            self.fail(where, f"must be {_EXPECTED[spec.kind]}, not {_type_name(value)} {value!r}")
+            # An import error is shown in Airflow's UI: a secret's value is never quoted.
+            shown = "" if spec.secret else f" {value!r}"
+            self.fail(where, f"must be {_EXPECTED[spec.kind]}, not {_type_name(value)}{shown}")
             return spec.default if spec.default is not REQUIRED else None
         if spec.positive and value <= 0:
             self.fail(where, f"must be greater than 0, not {value}")

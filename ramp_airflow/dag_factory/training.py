@@ -44,6 +44,8 @@ FETCH = "fetch_results"
 # and are idempotent (a retried launch gets its instance back, a retried upload never trains twice).
 RETRIES = {"retries": 2, "retry_delay": datetime.timedelta(seconds=5)}
 SUBMISSION = f"ti.xcom_pull(task_ids='{CLAIM}')"
+# How long past the training's time limit the training wait may last: its poll, killing the training.
+TRAINING_WAIT_MARGIN_SECS = 600
 
 
 def _xcom(task_id: str, key: str = "") -> str:
@@ -153,6 +155,9 @@ def build_training_dag(config: EventConfig) -> DAG:
                     config_path=config.path,
                     poke_interval=aws.check_finished_training_interval_secs,
                     training_timeout_secs=aws.training_timeout_secs,
+                    training_started_at=_xcom(f"{group}.{UPLOAD_AND_TRAIN}", "['training_started_at']"),
+                    # A backstop in case the triggerer itself stalls: the trigger keeps the time limit.
+                    timeout=aws.training_timeout_secs + TRAINING_WAIT_MARGIN_SECS,
                     skip_when_lost=number < attempts,
                 )
                 fetch = FetchResultsOperator(
@@ -162,6 +167,7 @@ def build_training_dag(config: EventConfig) -> DAG:
                     local_predictions_folder=aws.local_predictions_folder,
                     local_log_folder=aws.local_log_folder,
                     expected_folds=_xcom(CLAIM, "['n_folds']"),
+                    max_output_bytes=int(aws.max_output_mb * (1 << 20)),
                     training_outcome=_xcom(f"{group}.{WAIT_FOR_TRAINING}"),
                 )
                 # Beside the upload, not before it: the database is updated while the upload runs.

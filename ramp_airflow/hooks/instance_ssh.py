@@ -6,7 +6,6 @@ How the host key is trusted, and the credentials used: see :mod:`ramp_airflow.ut
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import subprocess
 import tempfile
@@ -17,7 +16,17 @@ import paramiko
 from airflow.providers.common.compat.sdk import AirflowException, BaseHook
 
 from ramp_airflow.utils import ssh_commands
-from ramp_airflow.utils.instance_login import InstanceLogin, host_key_string, parse_host_key, ssh_target
+from ramp_airflow.utils.instance_login import (
+    InstanceLogin,
+    host_key_string,
+    parse_host_key,
+    private_key_from_text,
+    ssh_target,
+)
+
+
+class DownloadTooLarge(AirflowException):
+    """A download from an instance grew past its limit; it was stopped and what came is left to remove."""
 
 
 class _FirstUse(paramiko.MissingHostKeyPolicy):
@@ -69,7 +78,7 @@ class InstanceSSHHook(BaseHook):
             client.set_missing_host_key_policy(_FirstUse())
         pkey = None
         if t.private_key:
-            pkey = paramiko.PKey.from_private_key(io.StringIO(t.private_key), password=t.passphrase)
+            pkey = private_key_from_text(t.private_key, t.passphrase)
         try:
             client.connect(
                 t.host,
@@ -103,12 +112,17 @@ class InstanceSSHHook(BaseHook):
         return client
 
     def run(self, command: str, timeout: float = 120) -> tuple[int, bytes, bytes]:
-        """Run ``command`` (a quoted string from utils.training_job); ``(exit status, stdout, stderr)``."""
+        """
+        Run ``command`` (a quoted string from utils.training_job); ``(exit status, stdout, stderr)``.
+
+        Bounded whatever the instance does: ``TimeoutError`` after ``timeout`` seconds in all,
+        :class:`~ramp_airflow.utils.ssh_commands.RemoteOutputTooLarge` past that much stdout;
+        stderr past it is dropped.
+        """
         client = self._held or self.get_conn()
         try:
-            _, stdout, stderr = client.exec_command(command, timeout=timeout)
-            out, err = stdout.read(), stderr.read()
-            return stdout.channel.recv_exit_status(), out, err
+            _, stdout, _ = client.exec_command(command, timeout=timeout)
+            return _read_bounded(stdout.channel, time.monotonic() + timeout)
         finally:
             if client is not self._held:
                 client.close()
@@ -127,6 +141,7 @@ class InstanceSSHHook(BaseHook):
         destination: str,
         *,
         download: bool,
+        max_bytes: int | None = None,
         attempts: int = 3,
         backoff_secs: float = 5.0,
     ) -> None:
@@ -137,6 +152,8 @@ class InstanceSSHHook(BaseHook):
             copied in one transfer into ``destination``
         :param destination: the remote path (upload) or the local path (download)
         :param download: whether the instance is the source
+        :param max_bytes: with ``download``, stop the transfer and raise :class:`DownloadTooLarge` once
+            ``destination`` holds more than this, on disk: the instance decides what it sends
         :param attempts: tries in all when rsync exits with a transient code
         :param backoff_secs: wait before the next try, doubled each time
         """
@@ -159,18 +176,83 @@ class InstanceSSHHook(BaseHook):
                 with os.fdopen(fd, "w") as f:
                     f.write(t.private_key.strip() + "\n")
             rsh = ssh_commands.ssh_argv(key_path, t.port, known_hosts, self.connect_timeout)
-            argv = ssh_commands.rsync_argv(rsh, sources, destination)
+            argv = ssh_commands.rsync_argv(rsh, sources, destination, download)
             for attempt in range(1, attempts + 1):
-                proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", stdin=subprocess.DEVNULL)
-                if proc.returncode == 0:
+                returncode, detail = _run_watched(argv, destination if download else None, max_bytes)
+                if returncode == 0:
                     return
-                detail = proc.stderr.strip()[-2000:]
-                if proc.returncode not in ssh_commands.RSYNC_TRANSIENT_EXIT_CODES or attempt == attempts:
+                if returncode not in ssh_commands.RSYNC_TRANSIENT_EXIT_CODES or attempt == attempts:
                     raise AirflowException(
-                        f"rsync {' '.join(sources)} -> {destination} failed with exit code {proc.returncode} "
+                        f"rsync {' '.join(sources)} -> {destination} failed with exit code {returncode} "
                         f"(attempt {attempt} of {attempts}): {detail}"
                     )
                 self.log.warning(
-                    "rsync exited %s (attempt %s of %s), retrying: %s", proc.returncode, attempt, attempts, detail
+                    "rsync exited %s (attempt %s of %s), retrying: %s", returncode, attempt, attempts, detail
                 )
                 time.sleep(backoff_secs * 2 ** (attempt - 1))
+
+
+def _read_bounded(channel: paramiko.Channel, deadline: float) -> tuple[int, bytes, bytes]:
+    """Read a command's stdout and stderr until it exits, or the deadline or the size limit is passed."""
+    out, err = bytearray(), bytearray()
+    while (
+        not (channel.exit_status_ready() and channel.eof_received)
+        or channel.recv_ready()
+        or channel.recv_stderr_ready()
+    ):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the remote command did not end in time")
+        if channel.closed and not (channel.recv_ready() or channel.recv_stderr_ready()):
+            break  # dropped: no exit status will come
+        busy = False
+        if channel.recv_ready():
+            out += channel.recv(1 << 16)
+            if len(out) > ssh_commands.MAX_OUTPUT_BYTES:
+                raise ssh_commands.RemoteOutputTooLarge(f"the remote command printed over {len(out)} bytes")
+            busy = True
+        if channel.recv_stderr_ready():
+            chunk = channel.recv_stderr(1 << 16)
+            err += chunk[: max(0, ssh_commands.MAX_OUTPUT_BYTES - len(err))]
+            busy = True
+        if not busy:
+            time.sleep(0.01)
+    return (channel.recv_exit_status() if channel.exit_status_ready() else -1), bytes(out), bytes(err)
+
+
+def _run_watched(argv: list[str], local_tree: str | None, max_bytes: int | None) -> tuple[int, str]:
+    """
+    Run rsync; ``(exit code, the end of its stderr)``. With ``max_bytes``, ``local_tree`` is measured
+    every 0.1 s while it runs, and once more after, and the transfer stopped once it holds more.
+    """
+    with tempfile.TemporaryFile() as stderr:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            while True:
+                try:
+                    proc.wait(timeout=0.1)
+                    done = True
+                except subprocess.TimeoutExpired:
+                    done = False
+                if max_bytes is not None and (size := _tree_bytes(local_tree)) > max_bytes:
+                    raise DownloadTooLarge(f"the download reached {size} bytes, over its limit of {max_bytes}")
+                if done:
+                    break
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        # The end of stderr is what explains a failure; its size is the remote side's to choose.
+        stderr.seek(max(0, stderr.seek(0, os.SEEK_END) - 2000))
+        return proc.returncode, stderr.read().decode("utf-8", "replace").strip()
+
+
+def _tree_bytes(path: str) -> int:
+    """The disk space the files and folders under ``path`` take (sparse files by their blocks)."""
+    total = 0
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except FileNotFoundError:
+                continue  # rsync renamed its temporary file meanwhile
+    return total

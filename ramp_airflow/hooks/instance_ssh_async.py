@@ -7,6 +7,7 @@ import asyncio
 from airflow.providers.common.compat.sdk import AirflowException, BaseHook
 
 from ramp_airflow.utils.instance_login import InstanceLogin, host_key_string, parse_host_key, ssh_target
+from ramp_airflow.utils.ssh_commands import MAX_OUTPUT_BYTES, RemoteOutputTooLarge
 
 
 class InstanceSSHHookAsync(BaseHook):
@@ -28,7 +29,11 @@ class InstanceSSHHookAsync(BaseHook):
         self.connect_timeout = connect_timeout
 
     async def run(self, command: str, timeout: float = 120) -> tuple[int, bytes]:
-        """Run ``command`` over a new connection; ``(exit status, stdout)``."""
+        """
+        Run ``command`` over a new connection; ``(exit status, stdout)``. Bounded whatever the instance
+        does: ``TimeoutError`` after ``timeout`` seconds in all, :class:`~ramp_airflow.utils.ssh_commands.RemoteOutputTooLarge`
+        past that much stdout; stderr is not read.
+        """
         import asyncssh
 
         connection = await self.aget_connection(self.login.ssh_conn_id) if self.login.ssh_conn_id else None
@@ -49,5 +54,17 @@ class InstanceSSHHookAsync(BaseHook):
             connect_timeout=self.connect_timeout,
             keepalive_interval=15,
         ) as conn:
-            result = await asyncio.wait_for(conn.run(command, encoding=None, check=False), timeout)
-        return result.exit_status, result.stdout or b""
+            return await asyncio.wait_for(_run_bounded(conn, command), timeout)
+
+
+async def _run_bounded(conn, command: str) -> tuple[int, bytes]:
+    import asyncssh
+
+    async with conn.create_process(command, encoding=None, stderr=asyncssh.DEVNULL) as process:
+        out = bytearray()
+        while chunk := await process.stdout.read(1 << 16):
+            out += chunk
+            if len(out) > MAX_OUTPUT_BYTES:
+                raise RemoteOutputTooLarge(f"the remote command printed over {len(out)} bytes")
+        completed = await process.wait(check=False)
+    return completed.exit_status if completed.exit_status is not None else -1, bytes(out)

@@ -10,6 +10,7 @@ import os
 import posixpath
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from ramp_airflow.utils.aws_credentials import DEFAULT_CREDENTIALS, AwsCredentia
 from ramp_airflow.utils.layout import RemoteSubmissionPaths
 from ramp_airflow.utils.run_values import given, submission_id_of
 from ramp_airflow.utils.training_reports import parse_start_output
-from ramp_airflow.utils.training_results import parse_training_results
+from ramp_airflow.utils.training_results import failed_result, parse_training_results
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -81,7 +82,9 @@ class RsyncTrainOperator(_InstanceOperator):
     :param aws_credentials: how to ask EC2
     :param skip_when_lost: skip when a retry finds the instance gone, so that a next attempt
         (``trigger_rule="all_skipped"``) can follow; otherwise fail
-    :return: ``{"host_key": "<type> <base64>", "pid": int, "started_at": float}`` (remote unix time)
+    :return: ``{"host_key": "<type> <base64>", "pid": int, "started_at": float, "training_started_at": float}``:
+        the job's own record of its start (the instance's clock, the participant's to forge) and when
+        this task started it (this side's clock, from which the training's time limit counts)
     """
 
     template_fields: Sequence[str] = (*_InstanceOperator.template_fields, "ramp_submissions_path", "instance_id")
@@ -117,6 +120,7 @@ class RsyncTrainOperator(_InstanceOperator):
             raise FileNotFoundError(f"{source} does not exist: check ramp_submissions_path and submission_id")
         argv = training_job.training_argv(paths.submission_id, self.training_command, self.memory_profiling)
         hook = self.instance_hook()
+        training_started_at = time.time()
         with hook.held_connection():
             hook.check_run(training_job.prepare_upload_command(paths), "creating the submission folder")
             hook.rsync(source + "/", paths.submission + "/", download=False)
@@ -136,7 +140,12 @@ class RsyncTrainOperator(_InstanceOperator):
                 self.address,
                 pid,
             )
-        return {"host_key": hook.host_key, "pid": pid, "started_at": started_at}
+        return {
+            "host_key": hook.host_key,
+            "pid": pid,
+            "started_at": started_at,
+            "training_started_at": training_started_at,
+        }
 
     def _instance_gone(self) -> bool:
         if not given(self.instance_id):
@@ -167,6 +176,8 @@ class FetchResultsOperator(_InstanceOperator):
     :param local_predictions_folder: where ``training_output`` goes (``submission_<id>/`` inside)
     :param local_log_folder: where ``log`` and ``mprof.dat`` go (``submission_<id>/`` inside)
     :param expected_folds: the event's number of CV folds (templated)
+    :param max_output_bytes: the most the three may take together on disk (``aws.max_output_mb``);
+        a larger download is stopped, removed, and the result is a training error saying so
     :param training_outcome: the training wait's outcome (templated); ``None`` fetches regardless
     :return: the dict of :func:`~ramp_airflow.utils.training_results.parse_training_results`
     """
@@ -180,6 +191,7 @@ class FetchResultsOperator(_InstanceOperator):
         local_predictions_folder: str,
         local_log_folder: str,
         expected_folds: Any,
+        max_output_bytes: int = 1 << 30,
         training_outcome: Any = None,
         **kwargs,
     ) -> None:
@@ -187,6 +199,7 @@ class FetchResultsOperator(_InstanceOperator):
         self.local_predictions_folder = local_predictions_folder
         self.local_log_folder = local_log_folder
         self.expected_folds = expected_folds
+        self.max_output_bytes = max_output_bytes
         self.training_outcome = training_outcome
 
     def execute(self, context: Context) -> dict:
@@ -198,21 +211,39 @@ class FetchResultsOperator(_InstanceOperator):
         submission_id = paths.submission_id
         predictions = layout.local_predictions_dir(self.local_predictions_folder, submission_id)
         log_dir = layout.local_log_dir(self.local_log_folder, submission_id)
+        from ramp_airflow.hooks.instance_ssh import DownloadTooLarge  # slow to load: not at parse time
+
         hook = self.instance_hook()
         listed = hook.check_run(training_job.existing_outputs_command(paths), "listing the training output").split()
         existing = [name for name in layout.OUTPUTS if name in listed]
         os.makedirs(log_dir, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".download-", dir=log_dir) as staging:
             if existing:
-                hook.rsync([posixpath.join(paths.submission, name) for name in existing], staging + "/", download=True)
+                remote = [posixpath.join(paths.submission, name) for name in existing]
+                try:
+                    hook.rsync(remote, staging + "/", download=True, max_bytes=self.max_output_bytes)
+                except DownloadTooLarge as err:
+                    message = (
+                        f"The training's output, log and memory profile take more than {self.max_output_bytes >> 20} "
+                        f"MiB, the event's limit (max_output_mb): they were not kept ({err})."
+                    )
+                    self.log.warning("%s", message)
+                    for destination in (predictions, *(os.path.join(log_dir, n) for n in layout.OUTPUTS[1:])):
+                        _remove(destination)
+                    return failed_result(submission_id, message)
             for name in layout.OUTPUTS:
                 destination = predictions if name == layout.TRAINING_OUTPUT else os.path.join(log_dir, name)
                 _remove(destination)
-                if name in existing:
+                # rsync skips what is not a regular file or folder (a link, a pipe): it is missing here.
+                if os.path.exists(os.path.join(staging, name)):
                     os.makedirs(os.path.dirname(destination), exist_ok=True)
                     shutil.move(os.path.join(staging, name), destination)
                 else:
-                    self.log.warning("%s has no %s on the instance", layout.submission_folder(submission_id), name)
+                    self.log.warning(
+                        "%s has no %s on the instance, or not as a regular file or folder",
+                        layout.submission_folder(submission_id),
+                        name,
+                    )
         result = parse_training_results(submission_id, predictions, log_dir, int(self.expected_folds))
         self.log.info(
             "Training of %s: %s", layout.submission_folder(submission_id), "success" if result["success"] else "failure"

@@ -158,13 +158,15 @@ class TrainingFinishedSensor(BaseSensorOperator):
     :param config_path: the event config, from which a trigger reads a secret key back
     :param poke_interval: seconds between polls (``aws.check_finished_training_interval_secs``); each
         poll waits on the instance up to that long for the end, which is seen within a second
-    :param training_timeout_secs: kill the training once it ran this long (``None``: no limit)
+    :param training_timeout_secs: kill the training once it ran this long (``None``: no limit), counted
+        on the Airflow side from ``training_started_at``
+    :param training_started_at: when the upload started the training (templated), as it returned it
     :param skip_when_lost: skip the task when the instance is lost, rather than return ``lost``,
         so that a next attempt (``trigger_rule="all_skipped"``) can follow
     :param start_from_trigger: start and end in the triggerer
     """
 
-    template_fields: Sequence[str] = ("submission_id", "address", "host_key", "instance_id")
+    template_fields: Sequence[str] = ("submission_id", "address", "host_key", "instance_id", "training_started_at")
     ui_color = "#d6eaf8"
     start_trigger_args = StartTriggerArgs(
         trigger_cls="ramp_airflow.triggers.training.TrainingFinishedTrigger", next_method="execute_complete"
@@ -183,6 +185,7 @@ class TrainingFinishedSensor(BaseSensorOperator):
         config_path: str | None = None,
         poke_interval: float = 10.0,
         training_timeout_secs: float | None = None,
+        training_started_at: Any = None,
         skip_when_lost: bool = False,
         start_from_trigger: bool = True,
         **kwargs,
@@ -196,6 +199,7 @@ class TrainingFinishedSensor(BaseSensorOperator):
         self.aws_credentials = aws_credentials
         self.config_path = config_path
         self.training_timeout_secs = training_timeout_secs
+        self.training_started_at = training_started_at
         self.skip_when_lost = skip_when_lost
         if start_from_trigger:
             # The sensor's own timeout, if any, bounds the wait; the training's timeout is the trigger's.
@@ -213,6 +217,7 @@ class TrainingFinishedSensor(BaseSensorOperator):
             aws=self.aws_credentials.reference(self.config_path),
             poll_interval=float(self.poke_interval),
             training_timeout_secs=self.training_timeout_secs,
+            training_started_at=self.training_started_at,
             skip_when_lost=self.skip_when_lost,
             end_from_trigger=end_from_trigger,
         )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSkippedEvent, TriggerEvent
@@ -13,7 +15,8 @@ from ramp_airflow.utils import ec2_lifecycle
 from ramp_airflow.utils import training_states as ts
 from ramp_airflow.utils.instance_login import InstanceLogin
 from ramp_airflow.utils.layout import RemoteSubmissionPaths
-from ramp_airflow.utils.run_values import submission_id_of
+from ramp_airflow.utils.run_values import given, submission_id_of
+from ramp_airflow.utils.ssh_commands import RemoteOutputTooLarge
 from ramp_airflow.utils.training_reports import TrainingWatch
 
 
@@ -33,8 +36,9 @@ class TrainingFinishedTrigger(BaseTrigger):
     Each poll waits on the instance, up to ``poll_interval``, for the training to end, so the
     end is noticed within a second while the log is copied once per interval. A failed
     connection is retried at the next poll; an instance that EC2 no longer reports as running
-    gives the outcome ``lost``. A training past ``training_timeout_secs`` has its process group
-    killed and the outcome ``timeout``.
+    gives the outcome ``lost``. A training past ``training_timeout_secs``, counted on the Airflow
+    side, has its process group killed and the outcome ``timeout``; a job record the participant
+    garbled ends the wait with the outcome ``died``.
 
     Yields one event, ``{"status": "success", "result": <outcome>}`` (see
     :mod:`ramp_airflow.utils.training_states`) or ``{"status": "error", "message": ...}`` for a
@@ -50,6 +54,8 @@ class TrainingFinishedTrigger(BaseTrigger):
     :param aws: :meth:`~ramp_airflow.utils.aws_credentials.AwsCredentials.reference`
     :param poll_interval: seconds between polls (``aws.check_finished_training_interval_secs``)
     :param training_timeout_secs: kill the training once it ran this long (``None``: no limit)
+    :param training_started_at: when the upload started the training, a unix time of the Airflow side
+        (templated when the sensor starts here); ``None``: when this trigger started
     :param skip_when_lost: a lost instance skips the task, so that the next attempt runs
     :param end_from_trigger: end the task here, without resuming it in a worker
     """
@@ -64,6 +70,7 @@ class TrainingFinishedTrigger(BaseTrigger):
         aws: dict[str, Any],
         poll_interval: float = 10.0,
         training_timeout_secs: float | None = None,
+        training_started_at: Any = None,
         skip_when_lost: bool = False,
         end_from_trigger: bool = False,
     ):
@@ -76,6 +83,7 @@ class TrainingFinishedTrigger(BaseTrigger):
         self.aws = aws
         self.poll_interval = poll_interval
         self.training_timeout_secs = training_timeout_secs
+        self.training_started_at = training_started_at
         self.skip_when_lost = skip_when_lost
         self.end_from_trigger = end_from_trigger
 
@@ -89,6 +97,7 @@ class TrainingFinishedTrigger(BaseTrigger):
             "aws",
             "poll_interval",
             "training_timeout_secs",
+            "training_started_at",
             "skip_when_lost",
             "end_from_trigger",
         )
@@ -101,7 +110,7 @@ class TrainingFinishedTrigger(BaseTrigger):
 
         login = InstanceLogin(**self.login)
         paths = RemoteSubmissionPaths(login.remote_ramp_kit_folder, submission_id_of(self.submission_id))
-        watch = TrainingWatch(paths, self.training_timeout_secs)
+        watch = TrainingWatch(paths)
         try:
             hook = InstanceSSHHookAsync(self.address, login, self.host_key)
         except Exception as err:
@@ -113,11 +122,18 @@ class TrainingFinishedTrigger(BaseTrigger):
 
     async def _wait(self, hook, watch: TrainingWatch) -> tuple[dict | None, str | None]:
         """``(outcome, None)`` once the training is over, or ``(None, error)`` when it cannot be watched."""
-        loop = asyncio.get_running_loop()
+        # The time limit counts on this side's clock, from when the upload started the training: the
+        # instance's own records are the participant's to forge.
+        started = float(given(self.training_started_at) or time.time())
+        deadline = started + self.training_timeout_secs if self.training_timeout_secs else math.inf
         while True:
-            polled_at = loop.time()
+            polled_at = time.time()
+            if polled_at >= deadline:
+                await self._kill(hook, watch)
+                return {"outcome": ts.TIMEOUT, "after_secs": polled_at - started}, None
+            wait_secs = min(self.poll_interval, deadline - polled_at)
             try:
-                outcome = await self._poll(hook, watch)
+                outcome = await self._poll(hook, watch, wait_secs)
             except asyncio.CancelledError:
                 raise
             except Exception as err:
@@ -130,23 +146,41 @@ class TrainingFinishedTrigger(BaseTrigger):
             if outcome is not None:
                 return outcome, None
             # A poll that waited its whole interval is followed by the next at once.
-            await asyncio.sleep(max(0.0, polled_at + self.poll_interval - loop.time()))
+            await asyncio.sleep(max(0.0, polled_at + wait_secs - time.time()))
 
-    async def _poll(self, hook, watch: TrainingWatch) -> dict | None:
+    async def _poll(self, hook, watch: TrainingWatch, wait_secs: float) -> dict | None:
         # The remote command waits for the end itself: it is seen at once, with one command per interval.
-        status, output = await hook.run(watch.poll_command(self.poll_interval), timeout=self.poll_interval + 120)
+        try:
+            status, output = await hook.run(watch.poll_command(wait_secs), timeout=wait_secs + 120)
+        except RemoteOutputTooLarge as err:
+            # Only the participant's side of the instance can make a poll print that much.
+            self.log.warning("The training's poll printed too much (%s): taking the training as ended", err)
+            return {"outcome": ts.DIED}
         if status != 0:
             # The poll always exits 0: anything else is a connection dropped mid-command.
             raise ConnectionError(f"the poll did not complete (exit status {status})")
-        lines, outcome = watch.take(output)
+        try:
+            lines, outcome = watch.take(output)
+        except ValueError as err:
+            # A record the participant's code garbled: the training is over, and its files say how it went.
+            self.log.warning("The training's record on the instance is garbled (%s): taking the training as ended", err)
+            return {"outcome": ts.DIED}
         for line in lines:
             self.log.info("%s", line)
-        if outcome and outcome["outcome"] == ts.TIMEOUT:
-            _, said = await hook.run(watch.kill_command())
-            self.log.warning(
-                "Training timed out after %.0f s; its process group is %s", outcome["after_secs"], said.decode().strip()
-            )
         return outcome
+
+    async def _kill(self, hook, watch: TrainingWatch) -> None:
+        """End the training's process group; bounded, and a failure only logged (the teardown ends the instance)."""
+        try:
+            _, said = await hook.run(watch.kill_command(), timeout=60)
+            result = said.decode("utf-8", "replace").strip()[:20]
+        except Exception as err:
+            result = f"unknown ({type(err).__name__}: {err})"
+        self.log.warning(
+            "Training ran past training_timeout_secs (%s s); its process group is %s",
+            self.training_timeout_secs,
+            result,
+        )
 
     async def _instance_gone(self) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError

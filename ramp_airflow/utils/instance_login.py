@@ -99,6 +99,27 @@ def ssh_target(address: str, login: InstanceLogin, connection=None) -> SSHTarget
     return target
 
 
+def private_key_from_text(text: str, passphrase: str | None = None):
+    """
+    The paramiko key of a private key's text (an SSH connection's ``private_key`` extra), of any
+    type paramiko reads; ``AirflowException`` naming the extra otherwise, never the key.
+    """
+    import io
+
+    import paramiko  # slow to load: not at parse time
+
+    for key_class in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
+        try:
+            return key_class.from_private_key(io.StringIO(text), password=passphrase)
+        except paramiko.PasswordRequiredException:
+            raise AirflowException("the SSH connection's private_key needs its private_key_passphrase") from None
+        except paramiko.SSHException:
+            continue
+    raise AirflowException(
+        "the SSH connection's private_key is not an Ed25519, ECDSA or RSA private key paramiko reads"
+    )
+
+
 def host_key_string(key) -> str:
     """``"<type> <base64>"`` of a paramiko key, the form host keys travel in (XCom, ``host_key`` params)."""
     return f"{key.get_name()} {key.get_base64()}"

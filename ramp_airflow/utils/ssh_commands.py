@@ -9,6 +9,13 @@ import shlex
 # and ssh's own 255 (connection failed or dropped).
 RSYNC_TRANSIENT_EXIT_CODES = frozenset({10, 12, 23, 30, 35, 255})
 _ADDRESS = re.compile(r"^[A-Za-z0-9_.:\[\]]+$")
+# The most a remote command may print: a poll prints a status line and at most 1 MiB of log, the
+# others a few words. What the instance prints is the participant's to choose, so it is bounded.
+MAX_OUTPUT_BYTES = 2 << 20
+
+
+class RemoteOutputTooLarge(Exception):
+    """A remote command printed more than :data:`MAX_OUTPUT_BYTES`: it was not read further."""
 
 
 def check_address(address: str) -> str:
@@ -43,9 +50,17 @@ def ssh_argv(key_path: str, port: int, known_hosts_file: str, connect_timeout: i
     return argv
 
 
-def rsync_argv(rsh: list[str], sources: list[str], destination: str) -> list[str]:
+# An upload copies the RAMP server's own files as they are. A download takes what a participant's
+# code left on the instance: regular files and folders only (links, devices, FIFOs and sockets are
+# skipped), with our permissions, never the instance's owners, groups or modes.
+_UPLOAD = ("--archive",)
+_DOWNLOAD = ("--recursive", "--times", "--no-links", "--no-devices", "--no-specials", "--chmod=D0755,F0644")
+
+
+def rsync_argv(rsh: list[str], sources: list[str], destination: str, download: bool) -> list[str]:
     """``rsync`` of ``sources`` (all local, or all on one host) to ``destination`` over ``rsh``."""
-    return ["rsync", "--archive", "--partial", "--timeout=300", "-e", shlex.join(rsh), "--", *sources, destination]
+    options = _DOWNLOAD if download else _UPLOAD
+    return ["rsync", *options, "--partial", "--timeout=300", "-e", shlex.join(rsh), "--", *sources, destination]
 
 
 def remote_spec(user: str, address: str, path: str) -> str:

@@ -22,7 +22,6 @@ working directory and no login shell, so this small wrapper is our own.
 from __future__ import annotations
 
 import hashlib
-import math
 import posixpath
 import shlex
 
@@ -122,22 +121,12 @@ def _alive(q: dict[str, str]) -> str:
     return f'[ -s {q["pid"]} ] && kill -0 -- "-$(cat {q["pid"]})" 2>/dev/null'
 
 
-def _wait_script(q: dict[str, str], wait_secs: float, timeout_secs: float | None) -> str:
-    """
-    Wait on the instance, up to ``wait_secs``, while the job runs and is within its timeout:
-    its end (or its overrun) is seen within a second.
-    """
+def _wait_script(q: dict[str, str], wait_secs: float) -> str:
+    """Wait on the instance, up to ``wait_secs``, while the job runs: its end is seen within a second."""
     checks = int(wait_secs * 2)
     if checks <= 0:
         return ""
-    overrun = ""
-    if timeout_secs is not None:
-        # Whole seconds, rounded so that a break always means the timeout has passed.
-        limit = math.ceil(timeout_secs)
-        overrun = (
-            f's=$(cat {q["started_at"]} 2>/dev/null) && [ "$(date +%s)" -gt $(( ${{s%.*}} + {limit} )) ] && break; '
-        )
-    return f"for i in $(seq {checks}); do [ -s {q['exit_code']} ] && break; {_alive(q)} || break; {overrun}sleep 0.5; done\n"
+    return f"for i in $(seq {checks}); do [ -s {q['exit_code']} ] && break; {_alive(q)} || break; sleep 0.5; done\n"
 
 
 def _status_script(q: dict[str, str]) -> str:
@@ -145,30 +134,29 @@ def _status_script(q: dict[str, str]) -> str:
     # exit_code is checked again after the liveness test: the job may end between the two.
     return (
         f"if [ -s {q['exit_code']} ]; then {finished}\n"
-        f"elif {_alive(q)}; then echo {ts.RUNNING} $(cat {q['pid']}) $(date +%s.%N) $(cat {q['started_at']})\n"
+        f"elif {_alive(q)}; then echo {ts.RUNNING} $(cat {q['pid']})\n"
         f"elif [ -s {q['exit_code']} ]; then {finished}\n"
         f"else echo {ts.DIED}; fi\n"
     )
 
 
 def poll_command(
-    paths: RemoteSubmissionPaths,
-    log_offset: int,
-    wait_secs: float = 0,
-    timeout_secs: float | None = None,
-    max_bytes: int = LOG_CHUNK_MAX_BYTES,
+    paths: RemoteSubmissionPaths, log_offset: int, wait_secs: float = 0, max_bytes: int = LOG_CHUNK_MAX_BYTES
 ) -> str:
     """
     One status line (see :func:`~ramp_airflow.utils.training_reports.parse_poll_output`), then the
-    log from ``log_offset`` on.
+    log from ``log_offset`` on, at most ``max_bytes`` of it.
 
-    With ``wait_secs``, the command first waits that long at most for the job to end or to run
-    past ``timeout_secs``, so that a watcher polling every ``wait_secs`` learns of either at once
-    rather than at its next poll.
+    With ``wait_secs``, the command first waits that long at most for the job to end, so that a
+    watcher polling every ``wait_secs`` learns of it at once rather than at its next poll. A log that
+    is not a regular file (a named pipe would block the read) is not read.
     """
     q = _quoted(paths)
-    tail = f"tail -c +{int(log_offset) + 1} {q['log']} 2>/dev/null | head -c {int(max_bytes)}"
-    return _bash(_wait_script(q, wait_secs, timeout_secs) + _status_script(q) + tail + "\nexit 0\n")
+    tail = (
+        f"[ -f {q['log']} ] && [ ! -h {q['log']} ] && "
+        f"tail -c +{int(log_offset) + 1} {q['log']} 2>/dev/null | head -c {int(max_bytes)}"
+    )
+    return _bash(_wait_script(q, wait_secs) + _status_script(q) + tail + "\nexit 0\n")
 
 
 def kill_command(paths: RemoteSubmissionPaths, grace_secs: int = 10) -> str:

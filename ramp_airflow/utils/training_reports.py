@@ -12,25 +12,31 @@ from dataclasses import dataclass
 from ramp_airflow.utils import training_job
 from ramp_airflow.utils import training_states as ts
 from ramp_airflow.utils.layout import RemoteSubmissionPaths
+from ramp_airflow.utils.untrusted_text import clean
+
+# The most of one training's log copied into its task log; the whole log is downloaded after it.
+LIVE_LOG_MAX_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
 class JobStatus:
-    """What the job record says: ``state`` is ``running``, ``finished`` or ``died``."""
+    """
+    What the job record says: ``state`` is ``running``, ``finished`` or ``died``.
+
+    The record is the participant's to forge: it may spoil this submission's own result, nothing
+    more. Its time limit is kept on the Airflow side (see the training trigger).
+    """
 
     state: str
     exit_code: int | None = None
     pid: int | None = None
-    elapsed_secs: float | None = None
 
-    def outcome(self, training_timeout_secs: float | None = None) -> dict | None:
-        """The training wait's outcome for this status, or ``None`` while training should go on."""
+    def outcome(self) -> dict | None:
+        """The training wait's outcome for this status, or ``None`` while the training runs."""
         if self.state == ts.FINISHED:
             return {"outcome": ts.FINISHED, "exit_code": self.exit_code}
         if self.state == ts.DIED:
             return {"outcome": ts.DIED}
-        if training_timeout_secs is not None and (self.elapsed_secs or 0.0) > training_timeout_secs:
-            return {"outcome": ts.TIMEOUT, "after_secs": float(self.elapsed_secs)}
         return None
 
 
@@ -42,8 +48,8 @@ def parse_status_line(line: str) -> JobStatus:
             return JobStatus(ts.FINISHED, exit_code=int(words[1]))
         if words == [ts.DIED]:
             return JobStatus(ts.DIED)
-        if words[:1] == [ts.RUNNING] and len(words) == 4:
-            return JobStatus(ts.RUNNING, pid=int(words[1]), elapsed_secs=max(0.0, float(words[2]) - float(words[3])))
+        if words[:1] == [ts.RUNNING] and len(words) == 2:
+            return JobStatus(ts.RUNNING, pid=int(words[1]))
     except ValueError:
         pass
     raise ValueError(f"unexpected training status line from the instance: {line!r}")
@@ -68,19 +74,25 @@ def parse_start_output(output: str) -> tuple[str, int, float]:
 
 @dataclass
 class TrainingWatch:
-    """The watcher's side of one training: the log offset it reached, and what each poll means."""
+    """
+    The watcher's side of one training: the log offset it reached, and what each poll means.
+
+    The log lines it shows are the participant's: decoded leniently, cleaned of escape sequences and
+    control characters, and no more than ``live_log_max_bytes`` of them, then a line saying so.
+    """
 
     paths: RemoteSubmissionPaths
-    training_timeout_secs: float | None = None
     log_offset: int = 0
+    live_log_max_bytes: int = LIVE_LOG_MAX_BYTES
 
     def poll_command(self, wait_secs: float = 0) -> str:
         """
         The remote command of the next poll (status, then the log from the offset reached).
 
-        It waits up to ``wait_secs`` for the training to end, but not past its timeout.
+        It waits up to ``wait_secs`` for the training to end.
         """
-        return training_job.poll_command(self.paths, self.log_offset, wait_secs, self.training_timeout_secs)
+        max_bytes = max(0, min(training_job.LOG_CHUNK_MAX_BYTES, self.live_log_max_bytes - self.log_offset))
+        return training_job.poll_command(self.paths, self.log_offset, wait_secs, max_bytes=max_bytes)
 
     def kill_command(self) -> str:
         """The remote command that ends the training's process group."""
@@ -94,11 +106,17 @@ class TrainingWatch:
         training is over (or the chunk is one full read without a newline).
         """
         status, chunk = parse_poll_output(output)
+        was_open = self.log_offset < self.live_log_max_bytes
+        chunk = chunk[: max(0, self.live_log_max_bytes - self.log_offset)]
         last_newline = chunk.rfind(b"\n")
         full_read = len(chunk) >= training_job.LOG_CHUNK_MAX_BYTES
-        if (status.state != ts.RUNNING and not full_read) or (full_read and last_newline < 0):
+        at_cap = self.log_offset + len(chunk) >= self.live_log_max_bytes
+        if (status.state != ts.RUNNING and not full_read) or ((full_read or at_cap) and last_newline < 0):
             shown = chunk  # the log is complete, or one huge line would stall the offset
         else:
             shown = chunk[: last_newline + 1]
         self.log_offset += len(shown)
-        return shown.decode("utf-8", "replace").splitlines(), status.outcome(self.training_timeout_secs)
+        lines = [clean(line) for line in shown.decode("utf-8", "replace").splitlines()]
+        if was_open and self.log_offset >= self.live_log_max_bytes:
+            lines.append(f"[the rest of the training log is not copied here: over {self.live_log_max_bytes} bytes]")
+        return lines, status.outcome()

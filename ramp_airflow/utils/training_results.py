@@ -1,13 +1,16 @@
 """Parse a downloaded ``training_output``, log and ``mprof.dat`` into the recording step's result.
 
-Pure file reading, no network: any missing or malformed file makes the result a training
-failure whose ``error_msg`` names the file, never an exception, so that no submission is
-left stuck in an intermediate state. The format is the one ``ramp-test --save-output``
-writes (see ``CONTRACT.md``). The result holds plain Python values only (JSON-serialisable).
+Pure file reading, no network: any missing, malformed, oversized or non-finite content makes the
+result a training failure whose ``error_msg`` names the file, never an exception, so that no
+submission is left stuck in an intermediate state. The files are the participant's: they are read
+as :mod:`ramp_airflow.utils.untrusted_text` reads them. The format is the one ``ramp-test
+--save-output`` writes (see ``CONTRACT.md``). The result holds plain Python values only
+(JSON-serialisable).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -15,44 +18,55 @@ import os
 import re
 
 from ramp_airflow.utils import layout
+from ramp_airflow.utils.untrusted_text import UnsafeFile, capped, clean, read_bounded, read_head_and_tail
 
 STEPS = ("train", "valid", "test")
 BAGGED_STEPS = ("valid", "test")
 PREDICTION_FILES = ("y_pred_train.npz", "y_pred_test.npz")
 ERROR_FILE = "error.txt"
 _FOLD = re.compile(r"^fold_(\d+)$")
-# CSI sequences (colours, cursor moves) and the two-character escapes.
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+# What ramp-test writes is a few KiB; anything far larger is refused rather than read.
+RESULT_FILE_MAX_BYTES = 16 << 20
+MPROF_MAX_BYTES = 64 << 20
+# Of a long log, the head and the tail are read; error_msg keeps its head and its tail, the
+# traceback being at the end.
+LOG_HEAD_BYTES, LOG_TAIL_BYTES = 64 << 10, 1 << 20
+ERROR_MSG_HEAD_CHARS, ERROR_MSG_TAIL_CHARS = 4000, 16000
 
 
 class _Malformed(Exception):
     """A result file that is missing or does not hold what ``ramp-test`` writes."""
 
 
-def strip_ansi(text: str) -> str:
-    """``text`` without ANSI escape sequences."""
-    return _ANSI.sub("", text)
-
-
-def read_text(path: str) -> str | None:
-    """The file decoded leniently (undecodable bytes replaced), or ``None`` if it cannot be read."""
+def read_text(path: str, max_bytes: int = RESULT_FILE_MAX_BYTES) -> str | None:
+    """A result file decoded leniently, or ``None`` if missing; ``_Malformed`` if not a regular file or too large."""
     try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
+        return read_bounded(path, max_bytes)
+    except UnsafeFile as err:
+        raise _Malformed(str(err)) from None
 
 
 def error_from_log(log: str) -> str:
-    """The log from its first ``Traceback`` to the end (all of it if none), colours removed."""
-    log = strip_ansi(log)
+    """The log from its first ``Traceback`` to the end (all of it if none), cleaned."""
+    log = clean(log)
     start = log.find("Traceback")
     return log[start:] if start >= 0 else log
 
 
+def _read_log(path: str) -> str | None:
+    """The training log (its head and tail when long), or ``None`` if missing or not a regular file."""
+    try:
+        return read_head_and_tail(path, LOG_HEAD_BYTES, LOG_TAIL_BYTES)
+    except UnsafeFile:
+        return None
+
+
 def max_ram(mprof_path: str) -> float | None:
     """The largest ``MEM <MiB> <time>`` value of an ``mprof.dat``; ``None`` if none can be read."""
-    text = read_text(mprof_path)
+    try:
+        text = read_bounded(mprof_path, MPROF_MAX_BYTES)
+    except UnsafeFile:
+        return None
     values = []
     for line in (text or "").splitlines():
         words = line.split()
@@ -72,7 +86,7 @@ def _number(path: str) -> float:
     try:
         value = float(text.strip())
     except ValueError:
-        raise _Malformed(f"{path} does not hold a number: {text[:80]!r}") from None
+        raise _Malformed(f"{path} does not hold a number: {clean(text[:80])!r}") from None
     if not math.isfinite(value):
         raise _Malformed(f"{path} holds {value}, not a finite number")
     return value
@@ -82,7 +96,10 @@ def _csv_rows(path: str, key_columns: int) -> tuple[list[str], list[list[str]]]:
     text = read_text(path)
     if text is None:
         raise _Malformed(f"{path} is missing")
-    rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    try:
+        rows = [row for row in csv.reader(io.StringIO(text)) if row]
+    except csv.Error as err:  # a field over the csv module's limit, a NUL byte
+        raise _Malformed(f"{path} is not a readable CSV file ({err})") from None
     if not rows or len(rows[0]) <= key_columns:
         raise _Malformed(f"{path} has no header with score names")
     header = rows[0]
@@ -93,9 +110,12 @@ def _csv_rows(path: str, key_columns: int) -> tuple[list[str], list[list[str]]]:
 
 def _float(path: str, value: str) -> float:
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
-        raise _Malformed(f"{path} holds {value!r} where a score was expected") from None
+        raise _Malformed(f"{path} holds {clean(value[:80])!r} where a score was expected") from None
+    if not math.isfinite(number):
+        raise _Malformed(f"{path} holds {number} where a finite score was expected")
+    return number
 
 
 def fold_scores(path: str) -> dict[str, dict[str, float]]:
@@ -159,16 +179,37 @@ def _structure_problems(output_dir: str, expected_folds: int) -> tuple[list[str]
 
 
 def _failure_message(problems: list[str], folds: list[str], log_path: str, raised: bool) -> str:
-    log = read_text(log_path)
+    """Why the training failed, as its team reads it in ``error_msg``: cleaned and capped."""
+    message = _uncapped_failure_message(problems, folds, log_path, raised)
+    return capped(clean(message), ERROR_MSG_HEAD_CHARS, ERROR_MSG_TAIL_CHARS)
+
+
+def _uncapped_failure_message(problems: list[str], folds: list[str], log_path: str, raised: bool) -> str:
+    log = _read_log(log_path)
     if raised:
         if log is not None:
             return error_from_log(log)
-        errors = (read_text(os.path.join(f, ERROR_FILE)) for f in folds)
-        return strip_ansi(next((e for e in errors if e is not None), "\n".join(problems)))
+        for fold in folds:
+            with contextlib.suppress(_Malformed):
+                if (error := read_text(os.path.join(fold, ERROR_FILE))) is not None:
+                    return error
+        return "\n".join(problems)
     message = "\n".join(problems)
     if log is not None and "Traceback" in log:
         message += "\n\n" + error_from_log(log)
     return message
+
+
+def failed_result(submission_id: int, error_msg: str, max_ram_mib: float | None = None) -> dict:
+    """A training failure's result, in the form :func:`parse_training_results` returns."""
+    return {
+        "submission_id": int(submission_id),
+        "success": False,
+        "error_msg": error_msg,
+        "max_ram": max_ram_mib,
+        "folds": [],
+        "bagged_scores": {step: {} for step in BAGGED_STEPS},
+    }
 
 
 def parse_training_results(submission_id: int, predictions_dir: str, log_dir: str, expected_folds: int) -> dict:
@@ -183,14 +224,7 @@ def parse_training_results(submission_id: int, predictions_dir: str, log_dir: st
         on failure ``folds`` is ``[]`` and ``bagged_scores`` holds empty mappings.
     """
     log_path = os.path.join(log_dir, layout.LOG_FILE)
-    result = {
-        "submission_id": int(submission_id),
-        "success": False,
-        "error_msg": "",
-        "max_ram": max_ram(os.path.join(log_dir, layout.MPROF_FILE)),
-        "folds": [],
-        "bagged_scores": {step: {} for step in BAGGED_STEPS},
-    }
+    result = failed_result(submission_id, "", max_ram(os.path.join(log_dir, layout.MPROF_FILE)))
     folds, problems, raised = _structure_problems(predictions_dir, expected_folds)
     if not problems:
         try:
