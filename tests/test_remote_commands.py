@@ -145,7 +145,7 @@ def test_parse_status_line_rejects_garbage(line):
 
 def test_outcomes():
     assert training_reports.JobStatus("finished", exit_code=1).outcome() == {"outcome": "finished", "exit_code": 1}
-    assert training_reports.JobStatus("died").outcome(5) == {"outcome": "died"}
+    assert training_reports.JobStatus("died").outcome() == {"outcome": "died"}
     assert training_reports.JobStatus("running", pid=7).outcome() is None
 
 
