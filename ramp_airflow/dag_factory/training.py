@@ -83,6 +83,9 @@ def build_training_dag(config: EventConfig) -> DAG:
         start_date=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
         catchup=False,
         max_active_runs=aws.max_concurrent_instances,
+        # When worker slots are short, a task further along a submission's path goes first: an
+        # instance that trained waits for its fetch and termination, billed, while a new claim costs nothing.
+        default_args={"weight_rule": "upstream"},
         # It only ever runs when triggered (by a person or the loop), so it starts unpaused.
         is_paused_upon_creation=False,
         render_template_as_native_obj=True,
