@@ -435,3 +435,16 @@ def test_a_download_over_its_limit_is_stopped_and_is_a_training_error(instance, 
     on_disk = sum(os.lstat(os.path.join(r, n)).st_blocks * 512 for r, d, fs in os.walk(tmp_path) for n in fs)
     assert on_disk < 32 << 20  # stopped, and what came was removed
     assert not (tmp_path / "predictions" / f"submission_{sid:09d}").exists()
+
+
+def test_a_download_slower_than_its_time_is_stopped_and_is_a_training_error(instance, submission, tmp_path):
+    """rsync's own timeout only sees a silent peer: a trickle needs the local bound."""
+    sid, path, remote = submission()
+    started = start(instance, sid, path)
+    assert watch(instance, sid, started["host_key"])["result"]["outcome"] == "finished"
+    with open(os.path.join(remote, "training_output", "big.bin"), "wb") as f:
+        f.write(os.urandom(1 << 20) * 256)  # 256 MiB: more than a tenth of a second on loopback
+    result = fetch(instance, sid, started["host_key"], tmp_path, max_download_secs=0.1)
+    assert result["success"] is False and "did not download within 0 s" in result["error_msg"]
+    assert not (tmp_path / "predictions" / f"submission_{sid:09d}").exists()
+    os.remove(os.path.join(remote, "training_output", "big.bin"))

@@ -171,6 +171,8 @@ def build_training_dag(config: EventConfig) -> DAG:
                     local_log_folder=aws.local_log_folder,
                     expected_folds=_xcom(CLAIM, "['n_folds']"),
                     max_output_bytes=int(aws.max_output_mb * (1 << 20)),
+                    # Ten minutes, plus a second per MiB allowed: a download at 1 MiB/s fits.
+                    max_download_secs=600 + aws.max_output_mb,
                     training_outcome=_xcom(f"{group}.{WAIT_FOR_TRAINING}"),
                 )
                 # Beside the upload, not before it: the database is updated while the upload runs.

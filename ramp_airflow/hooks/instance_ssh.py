@@ -29,6 +29,10 @@ class DownloadTooLarge(AirflowException):
     """A download from an instance grew past its limit; it was stopped and what came is left to remove."""
 
 
+class TransferTooSlow(AirflowException):
+    """A transfer to or from an instance did not end in its time; it was stopped."""
+
+
 class _FirstUse(paramiko.MissingHostKeyPolicy):
     """Accept the unknown key of a first contact; the hook reads it from the transport."""
 
@@ -142,6 +146,7 @@ class InstanceSSHHook(BaseHook):
         *,
         download: bool,
         max_bytes: int | None = None,
+        max_secs: float | None = None,
         attempts: int = 3,
         backoff_secs: float = 5.0,
     ) -> None:
@@ -154,6 +159,8 @@ class InstanceSSHHook(BaseHook):
         :param download: whether the instance is the source
         :param max_bytes: with ``download``, stop the transfer and raise :class:`DownloadTooLarge` once
             ``destination`` holds more than this, on disk: the instance decides what it sends
+        :param max_secs: stop a transfer and raise :class:`TransferTooSlow` after this long (rsync's own
+            ``--timeout`` only catches a silent peer, not a trickle)
         :param attempts: tries in all when rsync exits with a transient code
         :param backoff_secs: wait before the next try, doubled each time
         """
@@ -178,7 +185,7 @@ class InstanceSSHHook(BaseHook):
             rsh = ssh_commands.ssh_argv(key_path, t.port, known_hosts, self.connect_timeout)
             argv = ssh_commands.rsync_argv(rsh, sources, destination, download)
             for attempt in range(1, attempts + 1):
-                returncode, detail = _run_watched(argv, destination if download else None, max_bytes)
+                returncode, detail = _run_watched(argv, destination if download else None, max_bytes, max_secs)
                 if returncode == 0:
                     return
                 if returncode not in ssh_commands.RSYNC_TRANSIENT_EXIT_CODES or attempt == attempts:
@@ -219,11 +226,15 @@ def _read_bounded(channel: paramiko.Channel, deadline: float) -> tuple[int, byte
     return (channel.recv_exit_status() if channel.exit_status_ready() else -1), bytes(out), bytes(err)
 
 
-def _run_watched(argv: list[str], local_tree: str | None, max_bytes: int | None) -> tuple[int, str]:
+def _run_watched(
+    argv: list[str], local_tree: str | None, max_bytes: int | None, max_secs: float | None
+) -> tuple[int, str]:
     """
     Run rsync; ``(exit code, the end of its stderr)``. With ``max_bytes``, ``local_tree`` is measured
-    every 0.1 s while it runs, and once more after, and the transfer stopped once it holds more.
+    every 0.1 s while it runs, and once more after, and the transfer stopped once it holds more; with
+    ``max_secs``, it is stopped once it ran that long.
     """
+    deadline = time.monotonic() + max_secs if max_secs is not None else None
     with tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
         try:
@@ -237,6 +248,8 @@ def _run_watched(argv: list[str], local_tree: str | None, max_bytes: int | None)
                     raise DownloadTooLarge(f"the download reached {size} bytes, over its limit of {max_bytes}")
                 if done:
                     break
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TransferTooSlow(f"the transfer did not end within {max_secs:.0f} s")
         finally:
             if proc.poll() is None:
                 proc.kill()

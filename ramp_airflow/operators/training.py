@@ -82,6 +82,7 @@ class RsyncTrainOperator(_InstanceOperator):
     :param aws_credentials: how to ask EC2
     :param skip_when_lost: skip when a retry finds the instance gone, so that a next attempt
         (``trigger_rule="all_skipped"``) can follow; otherwise fail
+    :param max_upload_secs: stop an upload that takes longer (the instance's side may receive slowly)
     :return: ``{"host_key": "<type> <base64>", "pid": int, "started_at": float, "training_started_at": float}``:
         the job's own record of its start (the instance's clock, the participant's to forge) and when
         this task started it (this side's clock, from which the training's time limit counts)
@@ -99,10 +100,12 @@ class RsyncTrainOperator(_InstanceOperator):
         instance_id: str | None = None,
         aws_credentials: AwsCredentials = DEFAULT_CREDENTIALS,
         skip_when_lost: bool = False,
+        max_upload_secs: float = 1800,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.ramp_submissions_path = ramp_submissions_path
+        self.max_upload_secs = max_upload_secs
         self.training_command = tuple(training_command)
         self.memory_profiling = memory_profiling
         self.instance_id = instance_id
@@ -123,7 +126,7 @@ class RsyncTrainOperator(_InstanceOperator):
         training_started_at = time.time()
         with hook.held_connection():
             hook.check_run(training_job.prepare_upload_command(paths), "creating the submission folder")
-            hook.rsync(source + "/", paths.submission + "/", download=False)
+            hook.rsync(source + "/", paths.submission + "/", download=False, max_secs=self.max_upload_secs)
             started = hook.check_run(training_job.start_command(paths, argv, _run_key(ti)), "starting the training")
         state, pid, started_at = parse_start_output(started)
         folder = layout.submission_folder(paths.submission_id)
@@ -178,6 +181,8 @@ class FetchResultsOperator(_InstanceOperator):
     :param expected_folds: the event's number of CV folds (templated)
     :param max_output_bytes: the most the three may take together on disk (``aws.max_output_mb``);
         a larger download is stopped, removed, and the result is a training error saying so
+    :param max_download_secs: how long the download may take; a slower one (the instance sends what
+        it likes, as slowly as it likes) is stopped, removed, and a training error likewise
     :param training_outcome: the training wait's outcome (templated); ``None`` fetches regardless
     :return: the dict of :func:`~ramp_airflow.utils.training_results.parse_training_results`
     """
@@ -192,6 +197,7 @@ class FetchResultsOperator(_InstanceOperator):
         local_log_folder: str,
         expected_folds: Any,
         max_output_bytes: int = 1 << 30,
+        max_download_secs: float = 1800,
         training_outcome: Any = None,
         **kwargs,
     ) -> None:
@@ -200,6 +206,7 @@ class FetchResultsOperator(_InstanceOperator):
         self.local_log_folder = local_log_folder
         self.expected_folds = expected_folds
         self.max_output_bytes = max_output_bytes
+        self.max_download_secs = max_download_secs
         self.training_outcome = training_outcome
 
     def execute(self, context: Context) -> dict:
@@ -211,7 +218,7 @@ class FetchResultsOperator(_InstanceOperator):
         submission_id = paths.submission_id
         predictions = layout.local_predictions_dir(self.local_predictions_folder, submission_id)
         log_dir = layout.local_log_dir(self.local_log_folder, submission_id)
-        from ramp_airflow.hooks.instance_ssh import DownloadTooLarge  # slow to load: not at parse time
+        from ramp_airflow.hooks.instance_ssh import DownloadTooLarge, TransferTooSlow  # slow: not at parse time
 
         hook = self.instance_hook()
         listed = hook.check_run(training_job.existing_outputs_command(paths), "listing the training output").split()
@@ -221,12 +228,20 @@ class FetchResultsOperator(_InstanceOperator):
             if existing:
                 remote = [posixpath.join(paths.submission, name) for name in existing]
                 try:
-                    hook.rsync(remote, staging + "/", download=True, max_bytes=self.max_output_bytes)
-                except DownloadTooLarge as err:
-                    message = (
-                        f"The training's output, log and memory profile take more than {self.max_output_bytes >> 20} "
-                        f"MiB, the event's limit (max_output_mb): they were not kept ({err})."
+                    hook.rsync(
+                        remote,
+                        staging + "/",
+                        download=True,
+                        max_bytes=self.max_output_bytes,
+                        max_secs=self.max_download_secs,
                     )
+                except (DownloadTooLarge, TransferTooSlow) as err:
+                    limit = (
+                        f"take more than {self.max_output_bytes >> 20} MiB, the event's limit (max_output_mb)"
+                        if isinstance(err, DownloadTooLarge)
+                        else f"did not download within {self.max_download_secs:.0f} s"
+                    )
+                    message = f"The training's output, log and memory profile {limit}: they were not kept ({err})."
                     self.log.warning("%s", message)
                     for destination in (predictions, *(os.path.join(log_dir, n) for n in layout.OUTPUTS[1:])):
                         _remove(destination)
