@@ -85,7 +85,8 @@ class RsyncTrainOperator(_InstanceOperator):
     :param max_upload_secs: stop an upload that takes longer (the instance's side may receive slowly)
     :return: ``{"host_key": "<type> <base64>", "pid": int, "started_at": float, "training_started_at": float}``:
         the job's own record of its start (the instance's clock, the participant's to forge) and when
-        this task started it (this side's clock, from which the training's time limit counts)
+        this task began the upload that starts it (this side's clock, from which the training's time
+        limit counts)
     """
 
     template_fields: Sequence[str] = (*_InstanceOperator.template_fields, "ramp_submissions_path", "instance_id")
@@ -218,6 +219,11 @@ class FetchResultsOperator(_InstanceOperator):
         submission_id = paths.submission_id
         predictions = layout.local_predictions_dir(self.local_predictions_folder, submission_id)
         log_dir = layout.local_log_dir(self.local_log_folder, submission_id)
+        # Where each output's local copy goes: replaced by a download, removed when none is kept.
+        local_copies = {
+            name: predictions if name == layout.TRAINING_OUTPUT else os.path.join(log_dir, name)
+            for name in layout.OUTPUTS
+        }
         from ramp_airflow.hooks.instance_ssh import DownloadTooLarge, TransferTooSlow  # slow: not at parse time
 
         hook = self.instance_hook()
@@ -243,11 +249,10 @@ class FetchResultsOperator(_InstanceOperator):
                     )
                     message = f"The training's output, log and memory profile {limit}: they were not kept ({err})."
                     self.log.warning("%s", message)
-                    for destination in (predictions, *(os.path.join(log_dir, n) for n in layout.OUTPUTS[1:])):
+                    for destination in local_copies.values():
                         _remove(destination)
                     return failed_result(submission_id, message)
-            for name in layout.OUTPUTS:
-                destination = predictions if name == layout.TRAINING_OUTPUT else os.path.join(log_dir, name)
+            for name, destination in local_copies.items():
                 _remove(destination)
                 # rsync skips what is not a regular file or folder (a link, a pipe): it is missing here.
                 if os.path.exists(os.path.join(staging, name)):
