@@ -31,3 +31,24 @@ def test_no_config_dir_means_no_dags(monkeypatch, airflow_home):
 
     bag = DagBag(dag_folder=DAGS_FOLDER)
     assert bag.dag_ids == [] and bag.import_errors == {}
+
+
+def test_every_task_has_a_time_bound(tmp_path, ramp_db, instance, ec2, airflow_home, monkeypatch):
+    """No run can last forever: each task ends by its bound (the organiser set no timeout here)."""
+    from airflow.sdk import BaseSensorOperator
+
+    from ramp_airflow.dag_factory import event_dags
+
+    hooks = {moment: "true" for moment in ("start_training", "successful_training", "failed_training")}
+    config = write_event_config(tmp_path / "iris.yml", ramp_db, instance, ec2, training_timeout_secs=None, hooks=hooks)
+    bounded = []
+    for dag in event_dags(config).values():
+        for task in dag.tasks:
+            bound = task.timeout if isinstance(task, BaseSensorOperator) else task.execution_timeout
+            assert bound, f"{dag.dag_id}.{task.task_id} has no time bound"
+            bounded.append(task.task_id)
+    assert "hook_failed_training" in bounded and "trigger_training" in bounded
+    training = event_dags(config)[f"ramp_train_{ramp_db.event}"]
+    assert training.dagrun_timeout is None  # it would skip the teardown: see dag_factory/bounds.py
+    # The default training time limit (ramp-engine's 7200 s) bounds the training's wait.
+    assert training.get_task("attempt_1.wait_for_training").timeout == 7200 + 600

@@ -14,8 +14,8 @@ from airflow.models.taskinstance import TaskInstance
 from airflow.utils.session import create_session
 from sqlalchemy import select
 
-from ramp_airflow.utils import ec2_tags
 from testbench.event_config import write_event_config
+from testbench.training_runs import instances_of, task_states
 
 # A hook command that appends the RAMP_AWS_* variables it sees to the file named by its argument.
 DUMP_HOOK_ENV = """\
@@ -62,26 +62,6 @@ def event(tmp_path, fresh_ramp_db, instance, ec2, airflow_home, monkeypatch):
             return dict(zip(("state", "error_msg", "max_ram", "queue_position"), row))
 
     return Event
-
-
-def instances_of(ec2, submission_id: int, besides=()) -> dict[str, str]:
-    """Instance id -> state of the instances the backend launched for a submission, but ``besides``.
-
-    moto lives for the whole session, so earlier tests' instances for the same id are still listed.
-    """
-    found = {}
-    response = ec2.client().describe_instances(
-        Filters=[{"Name": f"tag:{ec2_tags.SUBMISSION_ID}", "Values": [str(submission_id)]}]
-    )
-    for reservation in response["Reservations"]:
-        for inst in reservation["Instances"]:
-            if inst["InstanceId"] not in besides:
-                found[inst["InstanceId"]] = inst["State"]["Name"]
-    return found
-
-
-def task_states(dag_run) -> dict[str, str]:
-    return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
 
 
 def test_good_submission_is_scored(event, ec2):

@@ -8,6 +8,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import DAG
 
 from ramp_airflow.config import EventConfig
+from ramp_airflow.dag_factory import bounds
 from ramp_airflow.dag_factory.arguments import aws_credentials
 from ramp_airflow.operators.ec2 import SweepOrphanInstancesOperator
 from ramp_airflow.sensors.new_submissions import NewSubmissionsSensor
@@ -37,7 +38,10 @@ def build_loop_dag(config: EventConfig) -> DAG:
         doc_md=__doc__,
     ) as dag:
         SweepOrphanInstancesOperator(
-            task_id="sweep_orphan_instances", event_name=config.event_name, aws_credentials=aws_credentials(config)
+            task_id="sweep_orphan_instances",
+            event_name=config.event_name,
+            aws_credentials=aws_credentials(config),
+            execution_timeout=bounds.EC2_CALLS,
         )
         claim = NewSubmissionsSensor(
             task_id="wait_for_new_submissions",
@@ -53,5 +57,6 @@ def build_loop_dag(config: EventConfig) -> DAG:
             task_id="trigger_training",
             trigger_dag_id=training_dag_id(config.event_name),
             skip_when_already_exists=True,
+            execution_timeout=bounds.DATABASE_STEP,
         ).expand_kwargs(claim.output)
     return dag

@@ -19,6 +19,7 @@ from typing import Any
 from airflow.sdk import DAG, TaskGroup, TriggerRule
 
 from ramp_airflow.config import EventConfig
+from ramp_airflow.dag_factory import bounds
 from ramp_airflow.dag_factory.arguments import aws_credentials, database_arguments, instance_login
 from ramp_airflow.dag_factory.run_form import add_run_form
 from ramp_airflow.operators.ec2 import LaunchInstanceOperator, TerminateInstanceOperator
@@ -44,8 +45,6 @@ FETCH = "fetch_results"
 # and are idempotent (a retried launch gets its instance back, a retried upload never trains twice).
 RETRIES = {"retries": 2, "retry_delay": datetime.timedelta(seconds=5)}
 SUBMISSION = f"ti.xcom_pull(task_ids='{CLAIM}')"
-# How long past the training's time limit the training wait may last: its poll, killing the training.
-TRAINING_WAIT_MARGIN_SECS = 600
 
 
 def _xcom(task_id: str, key: str = "") -> str:
@@ -93,7 +92,7 @@ def build_training_dag(config: EventConfig) -> DAG:
         tags=["ramp", config.event_name],
         doc_md=__doc__,
     ) as dag:
-        claim = ClaimSubmissionOperator(task_id=CLAIM, **db)
+        claim = ClaimSubmissionOperator(task_id=CLAIM, execution_timeout=bounds.DATABASE_STEP, **db)
         # It follows whichever attempt got that far; the other attempts' tasks are skipped.
         record = RecordResultsOperator(
             task_id="record_results",
@@ -102,6 +101,7 @@ def build_training_dag(config: EventConfig) -> DAG:
             result=f"{{{{ training_attempt(ti, {attempts})['result'] }}}}",
             lost_message=f"The EC2 instance was lost during training {attempts} time(s) (terminated or reclaimed).",
             trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+            execution_timeout=bounds.DATABASE_STEP,
             **db,
         )
         previous = claim
@@ -129,6 +129,7 @@ def build_training_dag(config: EventConfig) -> DAG:
                     spot_wait_secs=aws.spot_wait_secs,
                     existing_instance_id=_xcom(CLAIM, "['instance_id']"),
                     aws_credentials=credentials,
+                    execution_timeout=bounds.seconds(aws.spot_wait_secs) + bounds.EC2_CALLS,
                 )
                 ready = InstanceReadySensor(
                     task_id=WAIT_FOR_INSTANCE,
@@ -148,6 +149,9 @@ def build_training_dag(config: EventConfig) -> DAG:
                     instance_id=instance_id,
                     aws_credentials=credentials,
                     skip_when_lost=number < attempts,
+                    max_upload_secs=bounds.UPLOAD_SECS,
+                    # The upload, then the start command and its EC2 check.
+                    execution_timeout=bounds.seconds(bounds.UPLOAD_SECS) + bounds.EC2_CALLS,
                 )
                 finished = TrainingFinishedSensor(
                     task_id=WAIT_FOR_TRAINING,
@@ -160,7 +164,7 @@ def build_training_dag(config: EventConfig) -> DAG:
                     training_timeout_secs=aws.training_timeout_secs,
                     training_started_at=_xcom(f"{group}.{UPLOAD_AND_TRAIN}", "['training_started_at']"),
                     # A backstop in case the triggerer itself stalls: the trigger keeps the time limit.
-                    timeout=aws.training_timeout_secs + TRAINING_WAIT_MARGIN_SECS,
+                    timeout=aws.training_timeout_secs + bounds.TRAINING_WAIT_MARGIN_SECS,
                     skip_when_lost=number < attempts,
                 )
                 fetch = FetchResultsOperator(
@@ -171,14 +175,23 @@ def build_training_dag(config: EventConfig) -> DAG:
                     local_log_folder=aws.local_log_folder,
                     expected_folds=_xcom(CLAIM, "['n_folds']"),
                     max_output_bytes=int(aws.max_output_mb * (1 << 20)),
-                    # Ten minutes, plus a second per MiB allowed: a download at 1 MiB/s fits.
-                    max_download_secs=600 + aws.max_output_mb,
+                    max_download_secs=bounds.download_secs(aws.max_output_mb),
                     training_outcome=_xcom(f"{group}.{WAIT_FOR_TRAINING}"),
+                    # The download, then reading and parsing what came (bounded in size).
+                    execution_timeout=bounds.seconds(bounds.download_secs(aws.max_output_mb)) + bounds.EC2_CALLS,
                 )
                 # Beside the upload, not before it: the database is updated while the upload runs.
-                mark_training = MarkTrainingOperator(task_id="mark_training", submission_id=submission_id, **db)
+                mark_training = MarkTrainingOperator(
+                    task_id="mark_training",
+                    submission_id=submission_id,
+                    execution_timeout=bounds.DATABASE_STEP,
+                    **db,
+                )
                 terminate = TerminateInstanceOperator(
-                    task_id="terminate_instance", instance_id=instance_id, aws_credentials=credentials
+                    task_id="terminate_instance",
+                    instance_id=instance_id,
+                    aws_credentials=credentials,
+                    execution_timeout=bounds.EC2_CALLS,
                 )
                 previous >> launch >> ready >> [train, mark_training]
                 train >> finished >> fetch
@@ -197,6 +210,7 @@ def build_training_dag(config: EventConfig) -> DAG:
             submission=f"{{{{ {SUBMISSION} }}}}",
             message="The training run ended without a result (a failure on the platform's side); see its task logs.",
             trigger_rule=TriggerRule.ALL_DONE,
+            execution_timeout=bounds.DATABASE_STEP,
             **db,
         )
         record >> ensure_final
@@ -213,4 +227,6 @@ def _event_commands_task(config: EventConfig, moment: str, only_if_state: str | 
         local_log_folder=config.aws.local_log_folder,
         only_if_state=only_if_state,
         recorded_state=recorded_state,
+        # The organiser's own commands: trusted, but a hung one must not hold the run forever.
+        execution_timeout=bounds.EVENT_COMMANDS,
     )
