@@ -254,3 +254,19 @@ def test_wrong_type_is_refused_when_the_run_is_created(event, ec2):
     with pytest.raises(ParamValidationError, match="submission_id"):
         event.training.test(run_conf={"submission_id": "42"})
     assert event.db.query("SELECT id, state FROM submissions ORDER BY id") == before
+
+
+def test_a_task_past_its_bound_still_ends_the_run_cleanly(event, ec2):
+    """A stalled step fails by its time bound: the instance is terminated, the submission ends in a final state."""
+    submission_id = event.db.submissions["random_forest"]
+    earlier = instances_of(ec2, submission_id)
+    event.training.get_task("attempt_1.fetch_results").execution_timeout = datetime.timedelta(seconds=0.01)
+    dag_run = event.training.test(run_conf={"submission_id": submission_id})
+
+    states = task_states(dag_run)
+    assert dag_run.state == "failed", states
+    assert states["attempt_1.fetch_results"] == "failed" and states["attempt_1.terminate_instance"] == "success"
+    assert states["ensure_final_state"] == "failed"  # it recorded the platform failure
+    recorded = event.submission(submission_id)
+    assert recorded["state"] == "checking_error" and "without a result" in recorded["error_msg"]
+    assert list(instances_of(ec2, submission_id, earlier).values()) == ["terminated"]
