@@ -85,8 +85,8 @@ class RsyncTrainOperator(_InstanceOperator):
     :param max_upload_secs: stop an upload that takes longer (the instance's side may receive slowly)
     :return: ``{"host_key": "<type> <base64>", "pid": int, "started_at": float, "training_started_at": float}``:
         the job's own record of its start (the instance's clock, the participant's to forge) and when
-        this task began the upload that starts it (this side's clock, from which the training's time
-        limit counts)
+        this task started the training, after the upload (this side's clock, from which the
+        training's time limit counts)
     """
 
     template_fields: Sequence[str] = (*_InstanceOperator.template_fields, "ramp_submissions_path", "instance_id")
@@ -124,10 +124,11 @@ class RsyncTrainOperator(_InstanceOperator):
             raise FileNotFoundError(f"{source} does not exist: check ramp_submissions_path and submission_id")
         argv = training_job.training_argv(paths.submission_id, self.training_command, self.memory_profiling)
         hook = self.instance_hook()
-        training_started_at = time.time()
         with hook.held_connection():
             hook.check_run(training_job.prepare_upload_command(paths), "creating the submission folder")
             hook.rsync(source + "/", paths.submission + "/", download=False, max_secs=self.max_upload_secs)
+            # The time limit counts from here, by this side's clock: the upload has its own bound.
+            training_started_at = time.time()
             started = hook.check_run(training_job.start_command(paths, argv, _run_key(ti)), "starting the training")
         state, pid, started_at = parse_start_output(started)
         folder = layout.submission_folder(paths.submission_id)

@@ -160,7 +160,7 @@ class TrainingFinishedSensor(BaseSensorOperator):
         poll waits on the instance up to that long for the end, which is seen within a second
     :param training_timeout_secs: kill the training once it ran this long (``None``: no limit), counted
         on the Airflow side from ``training_started_at``
-    :param training_started_at: when the upload that started the training began (templated), as it returned it
+    :param training_started_at: when the upload task started the training, after its upload (templated), as it returned it
     :param skip_when_lost: skip the task when the instance is lost, rather than return ``lost``,
         so that a next attempt (``trigger_rule="all_skipped"``) can follow
     :param start_from_trigger: start and end in the triggerer

@@ -54,7 +54,7 @@ class TrainingFinishedTrigger(BaseTrigger):
     :param aws: :meth:`~ramp_airflow.utils.aws_credentials.AwsCredentials.reference`
     :param poll_interval: seconds between polls (``aws.check_finished_training_interval_secs``)
     :param training_timeout_secs: kill the training once it ran this long (``None``: no limit)
-    :param training_started_at: when the upload that started the training began, a unix time of the Airflow side
+    :param training_started_at: when the upload task started the training, after its upload: a unix time of the Airflow side
         (templated when the sensor starts here); ``None``: when this trigger started
     :param skip_when_lost: a lost instance skips the task, so that the next attempt runs
     :param end_from_trigger: end the task here, without resuming it in a worker
