@@ -60,8 +60,8 @@ from benchmarks.orchestration_report import (  # noqa: E402
 )
 from benchmarks.ramp_submissions import FINAL_STATES, add_new_submissions, remove_folders, retire_seeded  # noqa: E402
 from benchmarks.stack_probe import ProcessTrees, Sampler  # noqa: E402
-from ramp_airflow.utils import ec2_tags, layout  # noqa: E402
-from ramp_airflow.utils.dag_ids import loop_dag_id, training_dag_id, training_run_id  # noqa: E402
+from ramp_airflow.utils import claim_sql, ec2_tags, layout  # noqa: E402
+from ramp_airflow.utils.dag_ids import loop_dag_id, training_dag_id  # noqa: E402
 from testbench.airflow_stack import running_airflow  # noqa: E402
 from testbench.ec2 import running_ec2  # noqa: E402
 from testbench.event_config import write_event_config  # noqa: E402
@@ -168,7 +168,6 @@ class Bench:
 
     def _wait_until_done(self, ids: list[int], timeout: float) -> list[float]:
         """Wait (bounded) until every submission is final and its training run has ended."""
-        run_ids = [training_run_id(sid) for sid in ids]
         deadline = time.monotonic() + timeout
         while True:
             self.stack.check_alive()
@@ -178,6 +177,8 @@ class Bench:
                 )
                 final = cur.fetchone()[0]
             self.ramp.commit()
+            # Every final submission was claimed, so its claim names its run.
+            run_ids = [self._run_id(sid) for sid in ids] if final == len(ids) else []
             with self.airflow.cursor() as cur:
                 cur.execute(
                     "SELECT end_date FROM dag_run WHERE dag_id = %s AND run_id = ANY(%s) "
@@ -231,12 +232,19 @@ class Bench:
                     times.append(utc_epoch(inst.launch_time))
         return min(times)
 
+    def _run_id(self, sid: int) -> str:
+        """The training run that owns the submission's claim (the loop names it after the claim)."""
+        with self.ramp.cursor() as cur:
+            owner = claim_sql.owner_of(cur, sid)
+        self.ramp.commit()
+        return owner.run_id
+
     def _submission(self, sid: int, t_new: float) -> dict:
         with self.ramp.cursor() as cur:
             cur.execute("SELECT state, sent_to_training_timestamp, error_msg FROM submissions WHERE id = %s", (sid,))
             state, claimed, error = cur.fetchone()
         self.ramp.commit()
-        tasks = self._tasks(training_run_id(sid))
+        tasks = self._tasks(self._run_id(sid))
         row = {
             "id": sid,
             "state": state,

@@ -43,7 +43,10 @@ def test_loop_claims_each_new_submission_once(loop, fresh_ramp_db):
     first = loop.test()
     assert first.state == "success"
     started = [run for run in training_runs(training_dag_id) if run not in before]
-    assert started == [(f"train_submission_{i:09d}", {"submission_id": i}) for i in new]
+    # One run per claim, named after its submission and its claim.
+    assert [(run_id.rsplit("_", 1)[0], conf) for run_id, conf in started] == [
+        (f"train_submission_{i:09d}", {"submission_id": i}) for i in new
+    ]
     claimed = fresh_ramp_db.query(
         "SELECT id, state, queue_position FROM submissions WHERE id = ANY(%s) ORDER BY id", (new,)
     )
@@ -74,3 +77,69 @@ def test_loop_claims_no_more_than_the_cap_leaves_room_for(loop_dag, fresh_ramp_d
     states = {ti.task_id: ti.state for ti in second.get_task_instances()}
     assert states["wait_for_new_submissions"] == "skipped"
     assert state(SHELL) == "new"
+
+
+def test_a_requeued_submission_is_trained_again_by_a_new_run(loop, fresh_ramp_db):
+    """ramp-database set-submission-state --state new, after a scored or a failed training."""
+    db = fresh_ramp_db
+    training_dag_id = f"ramp_train_{db.event}"
+    assert loop.test().state == "success"
+    first = dict(training_runs(training_dag_id))
+    scored, failed = db.submissions["random_forest"], db.submissions["error_in_fit"]
+    db.query("UPDATE submissions SET state = 'scored' WHERE id = %s", (scored,))
+    db.query("UPDATE submissions SET state = 'training_error' WHERE id = %s", (failed,))
+    _finish_runs(training_dag_id, "success")
+    db.query("UPDATE submissions SET state = 'new' WHERE id = ANY(%s)", ([scored, failed],))
+
+    assert loop.test().state == "success"
+    new_runs = {run_id: conf for run_id, conf in training_runs(training_dag_id) if run_id not in first}
+    assert sorted(conf["submission_id"] for conf in new_runs.values()) == [scored, failed]
+    assert {db.query("SELECT state FROM submissions WHERE id = %s", (i,))[0][0] for i in (scored, failed)} == {
+        "sent_to_training"
+    }
+
+
+def test_claims_without_a_live_run_are_set_right(loop, fresh_ramp_db):
+    """Each loop run starts a claim's missing run, fails a claim whose run ended, frees an unowned one."""
+    from ramp_airflow.hooks.ramp_database import RampDatabaseHook
+    from ramp_airflow.utils.submission_states import PLATFORM_ERROR_MSG
+
+    db = fresh_ramp_db
+    training_dag_id = f"ramp_train_{db.event}"
+    hook = RampDatabaseHook(database=_settings(db))
+    # The loop died between its claim and the trigger: a claim, and no run.
+    (orphan,) = hook.claim_new_submissions(db.event, 1, training_dag_id)
+    assert loop.test().state == "success"
+    runs = dict(training_runs(training_dag_id))
+    assert runs[orphan["run_id"]] == {"submission_id": orphan["id"]}
+
+    # That run is cancelled (marked failed) before it records anything; a submission is in flight
+    # with no claim of ours (another backend's, or an older one's).
+    _finish_runs(training_dag_id, "failed", only=[orphan["run_id"]])
+    unowned = db.submissions[SHELL]
+    db.query("UPDATE submissions SET state = 'training' WHERE id = %s", (unowned,))
+    db.query("DELETE FROM ramp_airflow_claims WHERE submission_id = %s", (unowned,))
+    assert loop.test().state == "success"
+    ((state, error_msg),) = db.query("SELECT state, error_msg FROM submissions WHERE id = %s", (orphan["id"],))
+    assert state == "checking_error" and error_msg.startswith(PLATFORM_ERROR_MSG)
+    assert f"Its training run ({orphan['run_id']}) ended (failed) before recording a result" in error_msg
+    # The unowned one went back to new, and was claimed again by the same loop run, for a run of its own.
+    ((owner,),) = db.query("SELECT run_id FROM ramp_airflow_claims WHERE submission_id = %s", (unowned,))
+    assert dict(training_runs(training_dag_id))[owner] == {"submission_id": unowned}
+
+
+def _settings(db):
+    from ramp_airflow.config import DatabaseSettings
+
+    return DatabaseSettings(postgres_conn_id=None, **db.sqlalchemy_config)
+
+
+def _finish_runs(dag_id: str, state: str, only=None) -> None:
+    """End training runs as an operator marking them would (the bench runs none of them)."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        for run in session.query(DagRun).filter(DagRun.dag_id == dag_id):
+            if only is None or run.run_id in only:
+                run.state = state

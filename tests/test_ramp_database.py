@@ -12,8 +12,12 @@ from ramp_airflow.config import DatabaseSettings
 from ramp_airflow.hooks.ramp_database import RampDatabaseHook, ResultError, SubmissionNotFound
 from ramp_airflow.utils import ramp_sql
 from ramp_airflow.utils import submission_states as states
+from ramp_airflow.utils.claim_sql import ClaimLost, RunRef
+from ramp_airflow.utils.dag_ids import training_run_prefix
 
 SHELL_NAME = "x;touch PWNED$(id)"
+DAG = "ramp_train_bench"
+OWNER = RunRef(DAG, "manual__one")
 SCORE_NAMES = (
     "SELECT est.name FROM event_score_types est JOIN events e ON e.id = est.event_id WHERE e.name = %s ORDER BY est.id"
 )
@@ -116,14 +120,14 @@ def test_airflow_connection_id_wins(ramp_db, monkeypatch):
 
 def test_claim_new_submissions(fresh_ramp_db):
     db, hook = fresh_ramp_db, _hook(fresh_ramp_db)
-    first = hook.claim_new_submissions(db.event, 2)
+    first = hook.claim_new_submissions(db.event, 2, DAG)
     assert [s["name"] for s in first] == ["random_forest", "error_in_fit"]
     assert {s["state"] for s in first} == {states.SENT_TO_TRAINING}
     for position, sub in enumerate(first, start=1):
         state, folds, queue, sent, _, _ = _state(db, sub["id"])
         assert (state, set(folds), queue, sent) == (states.SENT_TO_TRAINING, {states.SENT_TO_TRAINING}, position, True)
-    assert [s["name"] for s in hook.claim_new_submissions(db.event, 5)] == [SHELL_NAME]
-    assert hook.claim_new_submissions(db.event, 5) == []
+    assert [s["name"] for s in hook.claim_new_submissions(db.event, 5, DAG)] == [SHELL_NAME]
+    assert hook.claim_new_submissions(db.event, 5, DAG) == []
     assert all(_state(db, i)[0] == "new" for i in db.sandbox_ids)
 
 
@@ -132,30 +136,67 @@ def test_room_for_training_counts_waiting_and_in_flight(fresh_ramp_db):
     db, hook = fresh_ramp_db, _hook(fresh_ramp_db)
     assert hook.room_for_training(db.event, 10) == 3  # the sandboxes are new too, and do not count
     assert hook.room_for_training(db.event, 2) == 2
-    (claimed,) = hook.claim_new_submissions(db.event, 1)
+    (claimed,) = hook.claim_new_submissions(db.event, 1, DAG)
     assert hook.room_for_training(db.event, 10) == 2
     hook.set_training(claimed["id"])  # training holds an instance as sent_to_training does
     assert hook.room_for_training(db.event, 2) == 1
     assert hook.room_for_training(db.event, 1) == 0
-    hook.claim_new_submissions(db.event, 2)
+    hook.claim_new_submissions(db.event, 2, DAG)
     assert hook.room_for_training(db.event, 10) == 0  # nothing left waiting
 
 
 def test_claim_submission(fresh_ramp_db):
     db, hook = fresh_ramp_db, _hook(fresh_ramp_db)
     rf = db.submissions["random_forest"]
-    claimed = hook.claim_submission(rf)
+    claimed = hook.claim_submission(rf, OWNER)
     assert claimed["state"] == states.SENT_TO_TRAINING and _state(db, rf)[:3] == (
         states.SENT_TO_TRAINING,
         [states.SENT_TO_TRAINING] * db.n_cv_folds,
         1,
     )
-    assert hook.claim_submission(rf) == claimed
+    assert hook.claim_submission(rf, OWNER) == claimed  # a retry of the claiming task
     with pytest.raises(states.StateTransitionError, match="sandbox"):
-        hook.claim_submission(db.sandbox_ids[0])
+        hook.claim_submission(db.sandbox_ids[0], OWNER)
     hook.set_training(rf)
-    with pytest.raises(states.StateTransitionError, match=f"submission {rf} is in state 'training'"):
-        hook.claim_submission(rf)
+    with pytest.raises(
+        states.StateTransitionError, match=f"submission {rf} is already training, claimed by run manual__one"
+    ):
+        hook.claim_submission(rf, RunRef(DAG, "manual__two"))
+    hook.record_results(rf, _result(hook, db, rf, success=False))
+    with pytest.raises(states.StateTransitionError, match=f"submission {rf} is in state 'training_error'"):
+        hook.claim_submission(rf, OWNER)
+
+
+def test_a_claim_belongs_to_one_run(fresh_ramp_db):
+    """A second run is refused and writes nothing; a re-queued submission is the new claimer's alone."""
+    db, hook = fresh_ramp_db, _hook(fresh_ramp_db)
+    (claimed,) = hook.claim_new_submissions(db.event, 1, DAG)
+    rf, loop_run = claimed["id"], RunRef(DAG, claimed["run_id"])
+    assert claimed["run_id"].startswith(training_run_prefix(rf))
+    assert hook.claim_submission(rf, loop_run)["state"] == states.SENT_TO_TRAINING  # the run the loop started
+    manual = RunRef(DAG, "manual__racing")
+    with pytest.raises(
+        states.StateTransitionError, match=f"already sent_to_training, claimed by run {claimed['run_id']}"
+    ):
+        hook.claim_submission(rf, manual)
+    before = _state(db, rf)
+    for write in (
+        lambda: hook.set_training(rf, manual),
+        lambda: hook.set_checking_error(rf, "not mine", manual),
+        lambda: hook.record_results(rf, _result(hook, db, rf, success=False), manual),
+    ):
+        with pytest.raises(ClaimLost, match="no longer this run's"):
+            write()
+    assert _state(db, rf) == before
+    hook.set_training(rf, loop_run)
+    # An organiser re-queues it (ramp-database set-submission-state ... --state new): claimed again,
+    # for a new run; the first run can no longer write.
+    db.query("UPDATE submissions SET state = 'new' WHERE id = %s", (rf,))
+    (again,) = hook.claim_new_submissions(db.event, 1, DAG)
+    assert again["id"] == rf and again["run_id"] != claimed["run_id"]
+    with pytest.raises(ClaimLost):
+        hook.record_results(rf, _result(hook, db, rf, success=False), loop_run)
+    assert hook.in_flight_claims(db.event) == [(rf, states.SENT_TO_TRAINING, RunRef(DAG, again["run_id"]))]
 
 
 def _add_submissions(db, n: int) -> None:
@@ -179,7 +220,7 @@ def _claim_until_empty(settings: DatabaseSettings, event: str, barrier, results)
     hook = RampDatabaseHook(database=settings)
     barrier.wait(timeout=120)
     got = []
-    while claimed := hook.claim_new_submissions(event, 1):
+    while claimed := hook.claim_new_submissions(event, 1, DAG):
         got += [s["id"] for s in claimed]
     results.put((os.getpid(), got))
 
@@ -217,7 +258,7 @@ def test_transitions_write_submission_and_folds(fresh_ramp_db):
     n = db.n_cv_folds
     with pytest.raises(states.StateTransitionError, match="only be moved to 'training' from 'sent_to_training'"):
         hook.set_training(rf)
-    for sub in hook.claim_new_submissions(db.event, 3):
+    for sub in hook.claim_new_submissions(db.event, 3, DAG):
         hook.set_training(sub["id"])
         assert _state(db, sub["id"]) == (states.TRAINING, [states.TRAINING] * n, -1, True, True, "")
     stamp = db.query("SELECT training_timestamp FROM submissions WHERE id = %s", (rf,))
@@ -239,7 +280,7 @@ def test_record_success_is_complete_and_idempotent(fresh_ramp_db):
     result = _result(hook, db, rf)
     with pytest.raises(states.StateTransitionError, match="state 'new'"):
         hook.record_results(rf, result)
-    hook.claim_submission(rf)
+    hook.claim_submission(rf, OWNER)
     hook.set_training(rf)
     assert hook.record_results(rf, result) == states.SCORED
     first = _snapshot(db, rf)
@@ -261,7 +302,7 @@ def test_record_success_is_complete_and_idempotent(fresh_ramp_db):
 def test_record_failure(fresh_ramp_db):
     db, hook = fresh_ramp_db, _hook(fresh_ramp_db)
     err = db.submissions["error_in_fit"]
-    hook.claim_submission(err)
+    hook.claim_submission(err, OWNER)
     result = _result(hook, db, err, success=False)
     assert hook.record_results(err, result) == states.TRAINING_ERROR
     assert _state(db, err)[:2] == (states.TRAINING_ERROR, [states.TRAINING_ERROR] * db.n_cv_folds)
@@ -276,7 +317,7 @@ def test_record_failure(fresh_ramp_db):
 def test_failure_while_recording_leaves_everything_untouched(fresh_ramp_db, monkeypatch, breakage):
     db, hook = fresh_ramp_db, _hook(fresh_ramp_db)
     rf = db.submissions["random_forest"]
-    hook.claim_submission(rf)
+    hook.claim_submission(rf, OWNER)
     hook.set_training(rf)
     result, error = _result(hook, db, rf), ResultError
     if breakage == "unknown score":

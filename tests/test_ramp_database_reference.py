@@ -20,6 +20,7 @@ import pytest
 from ramp_airflow.config import DatabaseSettings
 from ramp_airflow.hooks.ramp_database import RampDatabaseHook
 from ramp_airflow.utils import layout
+from ramp_airflow.utils.claim_sql import RunRef
 from ramp_airflow.utils.cv_bags import encode_cv_bags, numpy_float64_pickle
 from ramp_airflow.utils.training_results import parse_training_results
 from testbench.ramp_database import KIT_DIR, RAMP_PYTHON
@@ -123,7 +124,7 @@ def test_recording_matches_ramp_database(ramp_template, tmp_path, submission):
         assert result["max_ram"] and result["max_ram"] > 0
 
         hook = RampDatabaseHook(database=DatabaseSettings(postgres_conn_id=None, **ours.sqlalchemy_config))
-        hook.claim_submission(sub_id)
+        hook.claim_submission(sub_id, RunRef("ramp_train_reference", "manual__reference"))
         hook.set_training(sub_id)
         hook.record_results(sub_id, result)
 

@@ -270,3 +270,22 @@ def test_a_task_past_its_bound_still_ends_the_run_cleanly(event, ec2):
     recorded = event.submission(submission_id)
     assert recorded["state"] == "checking_error" and "without a result" in recorded["error_msg"]
     assert list(instances_of(ec2, submission_id, earlier).values()) == ["terminated"]
+
+
+def test_a_run_for_a_submission_another_run_claimed_trains_nothing(event, ec2):
+    """A manual trigger racing the loop (or a second trigger) is refused and changes nothing."""
+    from ramp_airflow.hooks.ramp_database import RampDatabaseHook
+    from ramp_airflow.utils.claim_sql import RunRef
+
+    hook = RampDatabaseHook(database=event.training.get_task("claim_submission").database)
+    submission_id = event.db.submissions["random_forest"]
+    hook.claim_submission(submission_id, RunRef(event.training.dag_id, "manual__first"))
+    before = event.db.query("SELECT * FROM submissions WHERE id = %s", (submission_id,))
+    earlier = instances_of(ec2, submission_id)
+    dag_run = event.training.test(run_conf={"submission_id": submission_id})
+
+    states = task_states(dag_run)
+    assert dag_run.state == "failed" and states["claim_submission"] == "failed"
+    assert states["attempt_1.launch_instance"] == "upstream_failed" and states["ensure_final_state"] == "skipped"
+    assert event.db.query("SELECT * FROM submissions WHERE id = %s", (submission_id,)) == before
+    assert instances_of(ec2, submission_id, earlier) == {}

@@ -9,7 +9,8 @@ from airflow.sdk import DAG
 
 from ramp_airflow.config import EventConfig
 from ramp_airflow.dag_factory import bounds
-from ramp_airflow.dag_factory.arguments import aws_credentials
+from ramp_airflow.dag_factory.arguments import aws_credentials, database_arguments
+from ramp_airflow.operators.claims import ReconcileClaimsOperator
 from ramp_airflow.operators.ec2 import SweepOrphanInstancesOperator
 from ramp_airflow.sensors.new_submissions import NewSubmissionsSensor
 from ramp_airflow.utils.dag_ids import loop_dag_id, training_dag_id
@@ -43,6 +44,11 @@ def build_loop_dag(config: EventConfig) -> DAG:
             aws_credentials=aws_credentials(config),
             execution_timeout=bounds.EC2_CALLS,
         )
+        # Claims left without a live run: started, or set right, before new ones are made.
+        reconcile = ReconcileClaimsOperator(
+            task_id="reconcile_claims", execution_timeout=bounds.DATABASE_STEP, **database_arguments(config)
+        )
+        _trigger_training(config, "restart_training").expand_kwargs(reconcile.output)
         claim = NewSubmissionsSensor(
             task_id="wait_for_new_submissions",
             **DEFERRAL_RETRIES,
@@ -53,10 +59,16 @@ def build_loop_dag(config: EventConfig) -> DAG:
             poke_interval=interval,
             timeout=max(LOOP_RUN_WAIT_SECS, 10 * interval),
         )
-        TriggerDagRunOperator.partial(
-            task_id="trigger_training",
-            trigger_dag_id=training_dag_id(config.event_name),
-            skip_when_already_exists=True,
-            execution_timeout=bounds.DATABASE_STEP,
-        ).expand_kwargs(claim.output)
+        reconcile >> claim
+        _trigger_training(config, "trigger_training").expand_kwargs(claim.output)
     return dag
+
+
+def _trigger_training(config: EventConfig, task_id: str):
+    # A claim's run id is its own: a run that exists already is the claim's, and is not started twice.
+    return TriggerDagRunOperator.partial(
+        task_id=task_id,
+        trigger_dag_id=training_dag_id(config.event_name),
+        skip_when_already_exists=True,
+        execution_timeout=bounds.DATABASE_STEP,
+    )

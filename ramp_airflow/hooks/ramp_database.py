@@ -15,12 +15,15 @@ from airflow.providers.common.compat.sdk import Connection, mask_secret
 from airflow.providers.postgres.hooks.postgres import PostgresHook
 
 from ramp_airflow.config import DatabaseSettings
+from ramp_airflow.utils import claim_sql
 from ramp_airflow.utils import ramp_sql as sql
 from ramp_airflow.utils import submission_states as states
+from ramp_airflow.utils.claim_sql import ClaimLost, RunRef
+from ramp_airflow.utils.dag_ids import training_run_id
 from ramp_airflow.utils.ramp_sql import ResultError, SubmissionNotFound
 from ramp_airflow.utils.submission_states import StateTransitionError
 
-__all__ = ["RampDatabaseHook", "ResultError", "StateTransitionError", "SubmissionNotFound"]
+__all__ = ["ClaimLost", "RampDatabaseHook", "ResultError", "RunRef", "StateTransitionError", "SubmissionNotFound"]
 
 
 class RampDatabaseHook(PostgresHook):
@@ -123,58 +126,97 @@ class RampDatabaseHook(PostgresHook):
 
     # Claims
 
-    def claim_new_submissions(self, event_name: str, limit: int) -> list[dict]:
+    def claim_new_submissions(self, event_name: str, limit: int, dag_id: str) -> list[dict]:
         """
-        Move up to ``limit`` new submissions of the event to ``sent_to_training``, oldest first.
+        Move up to ``limit`` new submissions of the event to ``sent_to_training``, oldest first, each
+        claimed for a training run of ``dag_id`` whose run id comes from the claim (see
+        :func:`~ramp_airflow.utils.dag_ids.training_run_id`).
 
         Rows locked by a concurrent claimer are skipped, so two claimers never get the same one.
         Each claimed submission gets ``sent_to_training_timestamp`` and ``queue_position`` 1..N.
 
         :param event_name: ``events.name``.
         :param limit: the most submissions to claim.
-        :return: the claimed submissions (state ``sent_to_training``), oldest first.
+        :param dag_id: the training DAG whose runs will own the claims.
+        :return: the claimed submissions (state ``sent_to_training``), oldest first, each with the
+            ``run_id`` of the run that owns it.
         """
         if int(limit) <= 0:
             return []
         with self._transaction() as cur:
+            claim_sql.ensure_table(cur)
             cur.execute(sql.CLAIM, (event_name, int(limit), states.SENT_TO_TRAINING))
-            ids = [row[0] for row in cur.fetchall()]
-            if not ids:
+            stamps = dict(cur.fetchall())
+            if not stamps:
                 return []
-            sql.set_fold_states(cur, ids, states.SENT_TO_TRAINING)
-            claimed = sql.fetch_submissions(cur, f"s.id = ANY(%s) {sql.OLDEST_FIRST}", (ids,))
-        self.log.info("Claimed submissions %s of event %s", ids, event_name)
+            sql.set_fold_states(cur, list(stamps), states.SENT_TO_TRAINING)
+            claimed = sql.fetch_submissions(cur, f"s.id = ANY(%s) {sql.OLDEST_FIRST}", (list(stamps),))
+            for sub in claimed:
+                sub["run_id"] = training_run_id(sub["id"], stamps[sub["id"]])
+                claim_sql.set_owner(cur, sub["id"], RunRef(dag_id, sub["run_id"]), stamps[sub["id"]])
+        self.log.info("Claimed submissions %s of event %s", [s["id"] for s in claimed], event_name)
         return claimed
 
-    def claim_submission(self, submission_id: int) -> dict:
+    def claim_submission(self, submission_id: int, owner: RunRef) -> dict:
         """
-        Claim one submission: ``new`` -> ``sent_to_training``; one already ``sent_to_training``
-        (claimed by the loop) is returned unchanged.
+        Claim one submission for the run ``owner``: ``new`` -> ``sent_to_training``. A submission
+        that this run claimed already (the loop claimed it for this run, or this is a retry) is
+        returned unchanged.
 
         :param submission_id: ``submissions.id``.
-        :raises StateTransitionError: for the sandbox and for any other state.
+        :param owner: the training run that claims it.
+        :raises StateTransitionError: for the sandbox, for a submission another run claimed, and
+            for any other state; nothing is written.
         """
         with self._transaction() as cur:
+            claim_sql.ensure_table(cur)
             sub = sql.lock(cur, submission_id)
             if sub["sandbox"]:
                 raise StateTransitionError(
                     f"submission {submission_id} is the event's sandbox ({sub['name']!r}); it is never trained"
                 )
-            if sub["state"] == states.SENT_TO_TRAINING:
-                return sub
+            if sub["state"] in states.IN_FLIGHT:
+                claimed_by = claim_sql.owner_of(cur, sub["id"])
+                if claimed_by == owner:
+                    return sub
+                raise StateTransitionError(
+                    f"submission {sub['id']} is already {sub['state']}, claimed by "
+                    f"{claimed_by or 'no known run'}: this run does not train it a second time"
+                )
             states.check_transition(sub["id"], sub["state"], states.SENT_TO_TRAINING)
-            stamps = f"sent_to_training_timestamp = {sql.UTC_NOW}, queue_position = 1"
-            sql.set_state(cur, sub["id"], states.SENT_TO_TRAINING, stamps)
-        self.log.info("Claimed submission %s", sub["id"])
+            cur.execute(f"SELECT {sql.UTC_NOW}")
+            (now,) = cur.fetchone()
+            stamps = "sent_to_training_timestamp = %s, queue_position = 1"
+            sql.set_state(cur, sub["id"], states.SENT_TO_TRAINING, stamps, (now,))
+            claim_sql.set_owner(cur, sub["id"], owner, now)
+        self.log.info("Claimed submission %s for %s", sub["id"], owner)
         return {**sub, "state": states.SENT_TO_TRAINING}
+
+    def in_flight_claims(self, event_name: str) -> list[tuple[int, str, RunRef | None]]:
+        """
+        ``(id, state, owner)`` of each of the event's submissions in ``sent_to_training`` or
+        ``training``; the owner is None when no run of ours claimed it.
+
+        :param event_name: ``events.name``.
+        """
+        with self._transaction() as cur:
+            claim_sql.ensure_table(cur)
+            return claim_sql.in_flight_claims(cur, event_name, states.IN_FLIGHT)
 
     # Transitions
 
     def _transition(
-        self, submission_id: int, target: str, assignments: str, params: tuple = (), repeatable: bool = False
+        self,
+        submission_id: int,
+        target: str,
+        assignments: str,
+        params: tuple = (),
+        repeatable: bool = False,
+        owner: RunRef | None = None,
     ) -> None:
         with self._transaction() as cur:
             sub = sql.lock(cur, submission_id)
+            _check_owner(cur, sub, owner)
             if repeatable and sub["state"] == target:  # an Airflow retry after the commit
                 self.log.info("Submission %s is already %s", sub["id"], target)
                 return
@@ -182,29 +224,40 @@ class RampDatabaseHook(PostgresHook):
             sql.set_state(cur, sub["id"], target, assignments, params)
         self.log.info("Submission %s: %s -> %s", sub["id"], sub["state"], target)
 
-    def set_training(self, submission_id: int) -> None:
+    def set_training(self, submission_id: int, owner: RunRef | None = None) -> None:
         """
         ``sent_to_training`` -> ``training``: stamps ``training_timestamp``, leaves the queue.
         A submission already ``training`` is left as it is (a retried task).
 
         :param submission_id: ``submissions.id``.
+        :param owner: when given, the run that must own the submission's claim (else nothing is written).
         """
         stamps = f"training_timestamp = {sql.UTC_NOW}, queue_position = -1"
-        self._transition(submission_id, states.TRAINING, stamps, repeatable=True)
+        self._transition(submission_id, states.TRAINING, stamps, repeatable=True, owner=owner)
 
-    def set_checking_error(self, submission_id: int, message: str) -> None:
+    def set_checking_error(self, submission_id: int, message: str, owner: RunRef | None = None) -> None:
         """
         The platform failed, not the submission: ``checking_error``, saying so to its team.
 
         :param submission_id: ``submissions.id``.
         :param message: what went wrong, appended to ramp-board's "problem on RAMP side" text.
+        :param owner: when given, the run that must own the submission's claim (else nothing is written).
         """
         text = states.checking_error_message(str(message))
-        self._transition(submission_id, states.CHECKING_ERROR, "error_msg = %s, queue_position = -1", (text,))
+        assignments = "error_msg = %s, queue_position = -1"
+        self._transition(submission_id, states.CHECKING_ERROR, assignments, (text,), owner=owner)
+
+    def return_to_new(self, submission_id: int) -> None:
+        """
+        ``sent_to_training`` or ``training`` -> ``new``, so that it is claimed and trained again.
+
+        :param submission_id: ``submissions.id``.
+        """
+        self._transition(submission_id, states.NEW, "queue_position = -1")
 
     # Results
 
-    def record_results(self, submission_id: int, result: Mapping[str, Any]) -> str:
+    def record_results(self, submission_id: int, result: Mapping[str, Any], owner: RunRef | None = None) -> str:
         """
         Store a training result in one transaction: ``scored`` with fold times, fold scores,
         bagged scores, ``error_msg`` "" and ``max_ram``; or ``training_error`` with its message.
@@ -214,6 +267,7 @@ class RampDatabaseHook(PostgresHook):
 
         :param submission_id: the submission the result belongs to.
         :param result: what :func:`ramp_airflow.utils.training_results.parse_training_results` returns.
+        :param owner: when given, the run that must own the submission's claim (else nothing is written).
         :return: the submission's new state.
         :raises ResultError: when the result does not fit the event (nothing is written).
         :raises StateTransitionError: when the submission is in another state (nothing is written).
@@ -227,6 +281,7 @@ class RampDatabaseHook(PostgresHook):
         error_msg = "" if success else str(result.get("error_msg", ""))
         with self._transaction() as cur:
             sub = sql.lock(cur, submission_id)
+            _check_owner(cur, sub, owner)
             if sub["state"] != target:  # the same final state again is a retried recording
                 states.check_transition(sub["id"], sub["state"], target)
             if success:
@@ -236,6 +291,18 @@ class RampDatabaseHook(PostgresHook):
             sql.set_state(cur, sub["id"], target, columns, (error_msg, max_ram))
         self.log.info("Recorded the result of submission %s: %s", sub["id"], target)
         return target
+
+
+def _check_owner(cur: Any, sub: Mapping[str, Any], owner: RunRef | None) -> None:
+    """Refuse a write for a run that no longer owns the submission's claim (it was re-queued or moved)."""
+    if owner is None:
+        return
+    claimed_by = claim_sql.owner_of(cur, sub["id"])
+    if claimed_by != owner:
+        raise ClaimLost(
+            f"submission {sub['id']} is no longer this run's to train: it is {sub['state']}, claimed by "
+            f"{claimed_by or 'no known run'} (re-queued or moved by an organiser?); nothing was written"
+        )
 
 
 def _connection(database: DatabaseSettings) -> Connection:

@@ -8,22 +8,17 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
-from airflow.sdk.api.client import ServerResponseError
-from airflow.sdk.exceptions import AirflowRuntimeError
 
 from ramp_airflow.utils import ec2_lifecycle, ec2_tags
 from ramp_airflow.utils.aws_credentials import DEFAULT_CREDENTIALS, AwsCredentials
 from ramp_airflow.utils.ec2_states import USABLE_STATES
+from ramp_airflow.utils.run_states import RUN_STATE_ERRORS, dag_run_state
 from ramp_airflow.utils.run_values import given, submission_id_of
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from ramp_airflow.hooks.ec2 import RampEc2Hook
-
-
-# A worker asks the API server through its supervisor (AirflowRuntimeError); dag.test() asks it directly.
-_STATE_ERRORS = (AirflowRuntimeError, ServerResponseError)
 
 
 class _Ec2Operator(BaseOperator):
@@ -204,7 +199,7 @@ class SweepOrphanInstancesOperator(_Ec2Operator):
             instance_id, tags = instance["InstanceId"], ec2_tags.tags_of(instance)
             try:
                 run_state = _run_state(context, tags)
-            except _STATE_ERRORS as err:
+            except RUN_STATE_ERRORS as err:
                 self.log.warning("Leaving %s alone: the state of its run cannot be read now (%s)", instance_id, err)
                 continue
             reason = ec2_lifecycle.orphan_reason(tags, instance["LaunchTime"], now, run_state, self.grace_period_secs)
@@ -223,17 +218,4 @@ def _run_state(context: Context, tags: dict[str, str]) -> str | None:
     dag_id, run_id = tags.get(ec2_tags.DAG_ID), tags.get(ec2_tags.RUN_ID)
     if not dag_id or not run_id:
         return None
-    try:
-        state = context["ti"].get_dagrun_state(dag_id, run_id)
-    except _STATE_ERRORS as err:
-        if _status_code(err) == 404:
-            return None
-        raise
-    return getattr(state, "value", state)
-
-
-def _status_code(err: Exception) -> int | None:
-    """The API server's HTTP status behind an error of the Task SDK."""
-    if isinstance(err, AirflowRuntimeError):
-        return (err.error.detail or {}).get("status_code")
-    return err.response.status_code  # ServerResponseError: raised as is by dag.test()'s in-process API
+    return dag_run_state(context, dag_id, run_id)

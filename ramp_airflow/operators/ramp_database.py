@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException, BaseOperator
 
 from ramp_airflow.utils import training_states as ts
+from ramp_airflow.utils.claim_sql import ClaimLost, RunRef
 from ramp_airflow.utils.dag_ids import training_dag_id
 from ramp_airflow.utils.run_conf import RunConfError, parse_run_conf
 from ramp_airflow.utils.submission_states import IN_FLIGHT, StateTransitionError
@@ -52,6 +53,10 @@ class _RampDatabaseOperator(BaseOperator):
 
         return RampDatabaseHook(postgres_conn_id=self.postgres_conn_id, database=self.database)
 
+    def this_run(self, context: Context) -> RunRef:
+        """This task's run: the one that owns (or claims) the submission."""
+        return RunRef(self.dag_id, context["run_id"])
+
 
 class ClaimSubmissionOperator(_RampDatabaseOperator):
     """
@@ -80,9 +85,10 @@ class ClaimSubmissionOperator(_RampDatabaseOperator):
                 f"trigger {training_dag_id(found['event'])} instead"
             )
         try:
-            submission = hook.claim_submission(found["id"])
+            submission = hook.claim_submission(found["id"], self.this_run(context))
         except StateTransitionError as err:
-            # The sandbox, or a submission in a state that is not trained: a retry changes nothing.
+            # The sandbox, a submission another run claimed, or one in a state that is not trained:
+            # a retry changes nothing.
             raise AirflowFailException(str(err)) from None
         self.log.info(
             "Training submission %s (%r of team %r)", submission["id"], submission["name"], submission["team"]
@@ -108,7 +114,10 @@ class MarkTrainingOperator(_RampDatabaseOperator):
         self.submission_id = submission_id
 
     def execute(self, context: Context) -> None:
-        self.hook.set_training(int(self.submission_id))
+        try:
+            self.hook.set_training(int(self.submission_id), self.this_run(context))
+        except StateTransitionError as err:
+            raise AirflowFailException(str(err)) from None
 
 
 class RecordResultsOperator(_RampDatabaseOperator):
@@ -144,14 +153,20 @@ class RecordResultsOperator(_RampDatabaseOperator):
         self.lost_message = lost_message
 
     def execute(self, context: Context) -> str:
+        try:
+            return self._record(self.this_run(context))
+        except ClaimLost as err:
+            raise AirflowFailException(str(err)) from None
+
+    def _record(self, owner: RunRef) -> str:
         if self.outcome.get("outcome") == ts.LOST:
-            self.hook.set_checking_error(int(self.submission_id), self.lost_message)
+            self.hook.set_checking_error(int(self.submission_id), self.lost_message, owner)
             raise AirflowFailException(f"submission {self.submission_id} is now checking_error: {self.lost_message}")
         result = dict(self.result)
         if self.outcome.get("outcome") == ts.TIMEOUT:
             limit = f"Training was stopped after {self.outcome.get('after_secs', 0):.0f} s: it exceeded the event's training_timeout_secs."
             result.update(success=False, error_msg=f"{limit}\n{result.get('error_msg', '')}".rstrip("\n"))
-        state = self.hook.record_results(int(self.submission_id), result)
+        state = self.hook.record_results(int(self.submission_id), result, owner)
         self.log.info("Submission %s recorded as %s", self.submission_id, state)
         return state
 
@@ -185,7 +200,11 @@ class FinalizeSubmissionOperator(_RampDatabaseOperator):
         if state not in IN_FLIGHT:
             self.log.info("Submission %s is %s: nothing to do", submission_id, state)
             return
-        self.hook.set_checking_error(submission_id, self.message)
+        try:
+            self.hook.set_checking_error(submission_id, self.message, self.this_run(context))
+        except ClaimLost as err:
+            self.log.info("%s", err)
+            return
         raise AirflowFailException(
             f"submission {submission_id} was left {state}; it is now checking_error: {self.message}"
         )

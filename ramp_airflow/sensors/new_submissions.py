@@ -15,7 +15,7 @@ from airflow.providers.common.compat.sdk import (
 
 from ramp_airflow.config import load_config
 from ramp_airflow.triggers.new_submissions import NewSubmissionsTrigger
-from ramp_airflow.utils.dag_ids import training_run_id
+from ramp_airflow.utils.dag_ids import training_dag_id
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -104,6 +104,6 @@ class NewSubmissionsSensor(BaseSensorOperator):
         return self._claim(self.hook.room_for_training(self.event_name, self.max_concurrent_instances))
 
     def _claim(self, room: int) -> list[dict[str, Any]]:
-        claimed = self.hook.claim_new_submissions(self.event_name, room)
+        claimed = self.hook.claim_new_submissions(self.event_name, room, training_dag_id(self.event_name))
         self.log.info("Claimed %s", ", ".join(str(s["id"]) for s in claimed) or "nothing")
-        return [{"trigger_run_id": training_run_id(s["id"]), "conf": {"submission_id": s["id"]}} for s in claimed]
+        return [{"trigger_run_id": s["run_id"], "conf": {"submission_id": s["id"]}} for s in claimed]

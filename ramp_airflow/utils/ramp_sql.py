@@ -44,7 +44,7 @@ CLAIM = f"""
     )
     UPDATE submissions s
     SET state = %s, sent_to_training_timestamp = {UTC_NOW}, queue_position = queue.position
-    FROM queue WHERE s.id = queue.id RETURNING s.id
+    FROM queue WHERE s.id = queue.id RETURNING s.id, s.sent_to_training_timestamp
 """
 N_CV_FOLDS = """
     SELECT count(c.id) FROM events e LEFT JOIN cv_folds c ON c.event_id = e.id
