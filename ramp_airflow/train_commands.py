@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import os
 import re
 import signal
@@ -24,6 +25,7 @@ from pathlib import Path
 import psutil
 
 from ramp_airflow.config import ConfigError, EventConfig, load_config
+from ramp_airflow.utils.claim_sql import RunRef
 
 DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
 # Airflow settings that ramp-airflow recommends, and sets for the Airflow it starts. The scheduler
@@ -85,7 +87,14 @@ def ramp_aws_train(argv: list[str] | None = None) -> int:
 
     dag = event_dags(config.path)[training_dag_id(config.event_name)]
     conf = {"team": args.team, "name": args.name, "instance_id": args.instance_id}
-    dag_run = dag.test(run_conf={k: v for k, v in conf.items() if v is not None})
+    started = datetime.datetime.now(datetime.timezone.utc)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        dag_run = dag.test(run_conf={k: v for k, v in conf.items() if v is not None})
+    except KeyboardInterrupt:
+        for run_id in _cancel_runs_since(config, dag.dag_id, started):
+            print(f"Interrupted: Airflow run {run_id} cancelled, its instance terminated", file=sys.stderr)
+        return 130
     database = RampDatabaseHook(postgres_conn_id=config.database.postgres_conn_id, database=config.database)
     submission = database.find_submission(config.event_name, args.team, args.name)
     print(
@@ -93,6 +102,39 @@ def ramp_aws_train(argv: list[str] | None = None) -> int:
         f"(Airflow run {dag_run.run_id}: {dag_run.state})"
     )
     return 0 if submission["state"] == "scored" else 1
+
+
+def _cancel_runs_since(config: EventConfig, dag_id: str, started: datetime.datetime) -> list[str]:
+    """
+    End what an interrupted ``ramp_aws_train`` started, as its run would have: terminate the instances
+    the run launched, record its submission as cancelled (``checking_error``), and mark the run failed
+    so that nothing counts it as live any more.
+    """
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    from ramp_airflow.dag_factory.arguments import aws_credentials
+    from ramp_airflow.hooks.ec2 import RampEc2Hook
+    from ramp_airflow.hooks.ramp_database import RampDatabaseHook, StateTransitionError
+
+    ec2 = RampEc2Hook(**aws_credentials(config).hook_kwargs())
+    database = RampDatabaseHook(postgres_conn_id=config.database.postgres_conn_id, database=config.database)
+    with create_session() as session:
+        runs = session.query(DagRun).filter(
+            DagRun.dag_id == dag_id, DagRun.state == "running", DagRun.run_after >= started
+        )
+        cancelled = []
+        for run in runs:
+            for instance in ec2.list_run_instances(dag_id, run.run_id):
+                ec2.terminate_instance(instance["InstanceId"])
+            owner = RunRef(dag_id, run.run_id)
+            for submission_id, _, claimed_by in database.in_flight_claims(config.event_name):
+                if claimed_by == owner:
+                    with contextlib.suppress(StateTransitionError):
+                        database.set_checking_error(submission_id, "Training was cancelled by an operator.", owner)
+            run.state = "failed"
+            cancelled.append(run.run_id)
+    return cancelled
 
 
 def _interrupt(signum, frame):

@@ -87,10 +87,8 @@ def stack_env(
             # Airflow 3.3.2 fails a deferred task whose trigger fires before the scheduler has seen the
             # deferral's exit ("state changed externally", apache/airflow#72716); on loopback triggers
             # fire within a second. A supervisor reports its task's exit at its next heartbeat, so a
-            # short interval narrows that window, and quick retries absorb what is left of it.
+            # short interval narrows that window; the DAGs' own retries absorb what is left of it.
             "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
-            "AIRFLOW__CORE__DEFAULT_TASK_RETRIES": "2",
-            "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
             # Calls between the components (and to moto) must never go through a configured proxy.
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",

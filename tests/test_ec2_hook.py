@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import json
 import uuid
@@ -299,6 +300,32 @@ def test_list_backend_instances_of_one_event(ec2):
     assert ec2_tags.tags_of(listed[0])[ec2_tags.EVENT] == event and listed[0]["LaunchTime"]
     hook.terminate_instance(mine)
     assert hook.list_backend_instances(event) == []
+
+
+def test_list_the_instances_of_one_run(ec2):
+    hook = RampEc2Hook()
+    args = launch_args(ec2)
+    first = hook.launch_instance(**args)
+    second = hook.launch_instance(**{**args, "task_id": "attempt_2.launch_instance"})
+    hook.launch_instance(**launch_args(ec2))  # another run's
+    assert sorted(i["InstanceId"] for i in hook.list_run_instances(args["dag_id"], args["run_id"])) == sorted(
+        [first, second]
+    )
+    hook.terminate_instance(first)
+    assert [i["InstanceId"] for i in hook.list_run_instances(args["dag_id"], args["run_id"])] == [second]
+
+
+def test_an_instance_terminates_itself_after_its_longest_use(ec2):
+    """The failsafe that holds when Airflow is gone: a power-off at boot + lifetime, and a power-off terminates."""
+    hook = RampEc2Hook()
+    instance_id = hook.launch_instance(**launch_args(ec2), max_lifetime_secs=2 * 3600 + 1)
+    client = ec2.client()
+    behavior = client.describe_instance_attribute(InstanceId=instance_id, Attribute="instanceInitiatedShutdownBehavior")
+    assert behavior["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"
+    user_data = client.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")["UserData"]["Value"]
+    script = base64.b64decode(user_data).decode()
+    assert script.startswith("#!/bin/sh\n") and script.rstrip().endswith("shutdown -P +121")
+    hook.terminate_instance(instance_id)
 
 
 # -- credentials --------------------------------------------------------------------------------

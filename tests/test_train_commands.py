@@ -42,6 +42,45 @@ def test_trains_one_submission_in_the_foreground(config, fresh_ramp_db):
     assert ": training_error" in failing.stdout
 
 
+def test_ctrl_c_cancels_the_training_and_terminates_its_instance(tmp_path, fresh_ramp_db, instance, ec2, airflow_home):
+    """Interrupted mid-training, ramp_aws_train leaves nothing running and nothing in flight."""
+    from testbench.training_runs import instances_of
+
+    slow = "bash -c 'sleep 120; exec ramp-test \"$@\"' ramp-test"
+    config = write_event_config(tmp_path / "config.yml", fresh_ramp_db, instance, ec2, training_command=slow)
+    submission_id = fresh_ramp_db.submissions["random_forest"]
+    earlier = instances_of(ec2, submission_id)
+    team = fresh_ramp_db.teams[0]
+    train = subprocess.Popen(
+        [RAMP_AWS_TRAIN, str(config), f"--event={fresh_ramp_db.event}", f"--team={team}", "--name=random_forest"],
+        stdin=subprocess.DEVNULL,
+        stdout=open(tmp_path / "train.log", "w"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def state() -> str:
+            return fresh_ramp_db.query("SELECT state FROM submissions WHERE id = %s", (submission_id,))[0][0]
+
+        wait_until(lambda: state() == "training", timeout=120, what="the training to start")
+        train.send_signal(signal.SIGINT)
+        assert train.wait(timeout=120) == 130, (tmp_path / "train.log").read_text()[-3000:]
+    finally:
+        if train.poll() is None:
+            train.kill()
+            train.wait()
+        # A terminated EC2 instance takes its processes with it; the bench's stand-in does not.
+        job = Path(instance.kit_dir, "submissions", f"submission_{submission_id:09d}", "training_job", "pid")
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
+            os.killpg(int(job.read_text()), signal.SIGKILL)
+    ((final, error_msg),) = fresh_ramp_db.query(
+        "SELECT state, error_msg FROM submissions WHERE id = %s", (submission_id,)
+    )
+    assert final == "checking_error" and "cancelled by an operator" in error_msg
+    assert list(instances_of(ec2, submission_id, earlier).values()) == ["terminated"]
+    assert "cancelled, its instance terminated" in (tmp_path / "train.log").read_text()
+
+
 def test_wrong_event_is_refused_before_anything_runs(config, fresh_ramp_db):
     done = ramp_aws_train(config, "--event=other", "--team=test_user", "--name=random_forest")
     assert done.returncode == 2

@@ -143,6 +143,7 @@ def test_bad_conf_fails_at_the_first_task_and_changes_nothing(event, ec2, conf, 
     states = task_states(dag_run)
     assert dag_run.state == "failed"
     assert states["claim_submission"] == "failed"
+    assert states.pop("terminate_leftover_instances") == "success"  # it runs whatever happened, and finds none
     assert all(
         state in ("upstream_failed", "skipped", None) for task, state in states.items() if task != "claim_submission"
     )
@@ -163,17 +164,23 @@ def test_a_submission_left_in_flight_becomes_checking_error_once(event):
     from airflow.providers.common.compat.sdk import AirflowFailException
 
     from ramp_airflow.dag_factory.training import SUBMISSION
+    from ramp_airflow.hooks.ramp_database import RampDatabaseHook
+    from ramp_airflow.utils.claim_sql import RunRef
 
     submission_id = event.db.submissions["random_forest"]
-    event.db.query("UPDATE submissions SET state = 'training' WHERE id = %s", (submission_id,))
     task = event.training.get_task("ensure_final_state")
+    hook = RampDatabaseHook(database=task.database)
+    hook.claim_submission(submission_id, RunRef(event.training.dag_id, "manual__left"))
+    hook.set_training(submission_id)
     assert task.submission == f"{{{{ {SUBMISSION} }}}}"
     task.submission = {"id": submission_id}  # as the claim task's XCom renders it
+    task.execute({"run_id": "manual__other"})  # not that run's: left alone
+    assert event.submission(submission_id)["state"] == "training"
     with pytest.raises(AirflowFailException, match="left training; it is now checking_error"):
-        task.execute({})
+        task.execute({"run_id": "manual__left"})
     after = event.submission(submission_id)
     assert after["state"] == "checking_error" and "without a result" in after["error_msg"]
-    task.execute({})  # nothing left to do
+    task.execute({"run_id": "manual__left"})  # nothing left to do
     assert event.submission(submission_id)["state"] == "checking_error"
 
 
@@ -260,7 +267,8 @@ def test_a_task_past_its_bound_still_ends_the_run_cleanly(event, ec2):
     """A stalled step fails by its time bound: the instance is terminated, the submission ends in a final state."""
     submission_id = event.db.submissions["random_forest"]
     earlier = instances_of(ec2, submission_id)
-    event.training.get_task("attempt_1.fetch_results").execution_timeout = datetime.timedelta(seconds=0.01)
+    fetch = event.training.get_task("attempt_1.fetch_results")
+    fetch.execution_timeout, fetch.retries = datetime.timedelta(seconds=0.01), 0
     dag_run = event.training.test(run_conf={"submission_id": submission_id})
 
     states = task_states(dag_run)
@@ -289,3 +297,33 @@ def test_a_run_for_a_submission_another_run_claimed_trains_nothing(event, ec2):
     assert states["attempt_1.launch_instance"] == "upstream_failed" and states["ensure_final_state"] == "skipped"
     assert event.db.query("SELECT * FROM submissions WHERE id = %s", (submission_id,)) == before
     assert instances_of(ec2, submission_id, earlier) == {}
+
+
+def test_an_instance_whose_launch_task_died_is_terminated_by_the_run(event, ec2, monkeypatch):
+    """Killed after EC2 created the instance, with no retry left: no teardown runs, the run's last task finds it."""
+    from ramp_airflow.operators.ec2 import LaunchInstanceOperator
+
+    def launch_then_die(self, context):
+        self.hook.launch_instance(
+            image_id=self.ami_image_id or self.hook.resolve_image(None, self.ami_image_name, self.ami_owners),
+            instance_type=self.instance_type,
+            key_name=self.key_name,
+            security_group=self.security_group,
+            event_name=self.event_name,
+            submission_id=int(self.submission_id),
+            dag_id=self.dag_id,
+            run_id=context["run_id"],
+            task_id=self.task_id,
+        )
+        raise SystemExit("killed right after RunInstances")  # as SIGKILL would: no cleanup of its own
+
+    monkeypatch.setattr(LaunchInstanceOperator, "_launch", launch_then_die)
+    event.training.get_task("attempt_1.launch_instance").retries = 0
+    submission_id = event.db.submissions["random_forest"]
+    earlier = instances_of(ec2, submission_id)
+    dag_run = event.training.test(run_conf={"submission_id": submission_id})
+
+    states = task_states(dag_run)
+    assert states["attempt_1.launch_instance"] == "failed" and states["terminate_leftover_instances"] == "success"
+    assert list(instances_of(ec2, submission_id, earlier).values()) == ["terminated"]
+    assert event.submission(submission_id)["state"] == "checking_error"

@@ -18,9 +18,6 @@ from ramp_airflow.utils.dag_ids import loop_dag_id, training_dag_id
 # How long a loop run waits for a new submission before making way for the next (and its sweep):
 # a fixed time, not a number of polls, so that short polls do not restart tasks every few seconds.
 LOOP_RUN_WAIT_SECS = 600
-# Airflow 3.3.2 can fail a task that defers from a worker when its trigger fires before the scheduler
-# has recorded the deferral (apache/airflow#72716); waiting again is harmless, so the wait retries.
-DEFERRAL_RETRIES = {"retries": 2, "retry_delay": datetime.timedelta(seconds=5)}
 
 
 def build_loop_dag(config: EventConfig) -> DAG:
@@ -34,6 +31,7 @@ def build_loop_dag(config: EventConfig) -> DAG:
         start_date=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
         catchup=False,
         max_active_runs=1,
+        default_args=bounds.RETRIES,
         is_paused_upon_creation=True,
         tags=["ramp", config.event_name],
         doc_md=__doc__,
@@ -51,7 +49,6 @@ def build_loop_dag(config: EventConfig) -> DAG:
         _trigger_training(config, "restart_training").expand_kwargs(reconcile.output)
         claim = NewSubmissionsSensor(
             task_id="wait_for_new_submissions",
-            **DEFERRAL_RETRIES,
             event_name=config.event_name,
             max_concurrent_instances=aws.max_concurrent_instances,
             postgres_conn_id=config.database.postgres_conn_id,

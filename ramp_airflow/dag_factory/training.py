@@ -3,7 +3,8 @@ The per-event training DAG: one run trains one submission, one task per step.
 
 claim_submission -> [attempt: launch_instance -> wait_for_instance -> upload_and_train ->
 wait_for_training -> fetch_results, with mark_training beside the upload and terminate_instance as
-the attempt's teardown] -> record_results -> the event's commands -> ensure_final_state.
+the attempt's teardown] -> record_results -> the event's commands -> ensure_final_state; and, whatever
+happened, terminate_leftover_instances.
 
 An attempt whose instance is lost during training is skipped and followed by another on a new
 instance, up to ``instance_retries`` times; the last attempt's loss is recorded as a platform
@@ -22,7 +23,11 @@ from ramp_airflow.config import EventConfig
 from ramp_airflow.dag_factory import bounds
 from ramp_airflow.dag_factory.arguments import aws_credentials, database_arguments, instance_login
 from ramp_airflow.dag_factory.run_form import add_run_form
-from ramp_airflow.operators.ec2 import LaunchInstanceOperator, TerminateInstanceOperator
+from ramp_airflow.operators.ec2 import (
+    LaunchInstanceOperator,
+    TerminateInstanceOperator,
+    TerminateRunInstancesOperator,
+)
 from ramp_airflow.operators.event_commands import RunEventCommandsOperator
 from ramp_airflow.operators.ramp_database import (
     ClaimSubmissionOperator,
@@ -41,9 +46,6 @@ WAIT_FOR_INSTANCE = "wait_for_instance"
 UPLOAD_AND_TRAIN = "upload_and_train"
 WAIT_FOR_TRAINING = "wait_for_training"
 FETCH = "fetch_results"
-# A dropped connection or a throttled EC2 call heals: the steps that act on the instance try again,
-# and are idempotent (a retried launch gets its instance back, a retried upload never trains twice).
-RETRIES = {"retries": 2, "retry_delay": datetime.timedelta(seconds=5)}
 SUBMISSION = f"ti.xcom_pull(task_ids='{CLAIM}')"
 
 
@@ -84,7 +86,7 @@ def build_training_dag(config: EventConfig) -> DAG:
         max_active_runs=aws.max_concurrent_instances,
         # When worker slots are short, a task further along a submission's path goes first: an
         # instance that trained waits for its fetch and termination, billed, while a new claim costs nothing.
-        default_args={"weight_rule": "upstream"},
+        default_args={"weight_rule": "upstream", **bounds.RETRIES},
         # It only ever runs when triggered (by a person or the loop), so it starts unpaused.
         is_paused_upon_creation=False,
         render_template_as_native_obj=True,
@@ -104,7 +106,7 @@ def build_training_dag(config: EventConfig) -> DAG:
             execution_timeout=bounds.DATABASE_STEP,
             **db,
         )
-        previous = claim
+        previous, teardowns = claim, []
         for number in range(1, attempts + 1):
             group = f"attempt_{number}"
             instance_id, address = _xcom(f"{group}.{LAUNCH}"), _xcom(f"{group}.{WAIT_FOR_INSTANCE}")
@@ -114,7 +116,6 @@ def build_training_dag(config: EventConfig) -> DAG:
             with TaskGroup(group, tooltip=f"Training attempt {number} of {attempts}"):
                 launch = LaunchInstanceOperator(
                     task_id=LAUNCH,
-                    **RETRIES,
                     # A later attempt runs only when the one before lost its instance (and skipped).
                     trigger_rule=TriggerRule.ALL_SUCCESS if number == 1 else TriggerRule.ALL_SKIPPED,
                     submission_id=submission_id,
@@ -128,6 +129,7 @@ def build_training_dag(config: EventConfig) -> DAG:
                     use_spot_instance=aws.use_spot_instance,
                     spot_wait_secs=aws.spot_wait_secs,
                     existing_instance_id=_xcom(CLAIM, "['instance_id']"),
+                    max_lifetime_secs=bounds.instance_lifetime_secs(aws),
                     aws_credentials=credentials,
                     execution_timeout=bounds.seconds(aws.spot_wait_secs) + bounds.EC2_CALLS,
                 )
@@ -141,7 +143,6 @@ def build_training_dag(config: EventConfig) -> DAG:
                 )
                 train = RsyncTrainOperator(
                     task_id=UPLOAD_AND_TRAIN,
-                    **RETRIES,
                     **on_instance,
                     ramp_submissions_path=_xcom(CLAIM, "['path_ramp_submissions']"),
                     training_command=aws.training_command,
@@ -200,6 +201,7 @@ def build_training_dag(config: EventConfig) -> DAG:
                     mark_training >> _event_commands_task(config, "start_training", None)
             # Recording waits for the mark too, so that a quick training is never marked after it.
             [mark_training, fetch] >> record
+            teardowns.append(terminate)
             previous = fetch
 
         for moment, state in (("successful_training", SCORED), ("failed_training", TRAINING_ERROR)):
@@ -214,6 +216,13 @@ def build_training_dag(config: EventConfig) -> DAG:
             **db,
         )
         record >> ensure_final
+        leftovers = TerminateRunInstancesOperator(
+            task_id="terminate_leftover_instances",
+            aws_credentials=credentials,
+            trigger_rule=TriggerRule.ALL_DONE,
+            execution_timeout=bounds.EC2_CALLS,
+        )
+        [*teardowns, record] >> leftovers
     return add_run_form(dag)
 
 
@@ -229,4 +238,6 @@ def _event_commands_task(config: EventConfig, moment: str, only_if_state: str | 
         recorded_state=recorded_state,
         # The organiser's own commands: trusted, but a hung one must not hold the run forever.
         execution_timeout=bounds.EVENT_COMMANDS,
+        # The organiser's commands may not be safe to run twice (a notification, a mail).
+        retries=0,
     )

@@ -119,6 +119,11 @@ class RampEc2Hook(EC2Hook):
         tags = ec2_tags.launch_filter_tags(submission_id, dag_id, run_id, task_id)
         return self._describe(ec2_tags.tag_filters(tags))
 
+    def list_run_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        """The live instances that any task of one run launched."""
+        tags = {ec2_tags.BACKEND: ec2_tags.BACKEND_VALUE, ec2_tags.DAG_ID: dag_id, ec2_tags.RUN_ID: run_id}
+        return self._describe(ec2_tags.tag_filters(tags))
+
     def list_backend_instances(self, event_name: str) -> list[dict]:
         """The event's live backend instances: EC2 descriptions, with ``Tags`` and ``LaunchTime``."""
         tags = {ec2_tags.BACKEND: ec2_tags.BACKEND_VALUE, ec2_tags.EVENT: event_name}
@@ -143,6 +148,7 @@ class RampEc2Hook(EC2Hook):
         task_id: str,
         use_spot_instance: bool = False,
         spot_wait_secs: float = 120,
+        max_lifetime_secs: float | None = None,
     ) -> str:
         """
         Launch one tagged instance for a submission, or return the one this run already launched.
@@ -156,6 +162,9 @@ class RampEc2Hook(EC2Hook):
             (its retries get the same instance back)
         :param use_spot_instance: try a spot instance first
         :param spot_wait_secs: how long to keep trying spot before launching on demand
+        :param max_lifetime_secs: the instance powers itself off after this long, and a power-off
+            terminates it: a failsafe that holds even when Airflow is gone (the AMI must run its
+            user data at boot, as cloud-init does)
         :return: the instance id
         """
         existing = self.find_launched_instances(submission_id, dag_id, run_id, task_id)
@@ -174,7 +183,10 @@ class RampEc2Hook(EC2Hook):
             MaxCount=1,
             **group,
             TagSpecifications=[{"ResourceType": kind, "Tags": tags} for kind in ("instance", "volume")],
+            InstanceInitiatedShutdownBehavior="terminate",
         )
+        if max_lifetime_secs is not None:
+            params["UserData"] = ec2_lifecycle.power_off_script(max_lifetime_secs)
 
         def token(attempt: str) -> str:
             return ec2_tags.client_token(dag_id, run_id, task_id, submission_id, attempt)

@@ -61,6 +61,8 @@ class LaunchInstanceOperator(_Ec2Operator):
     :param use_spot_instance: ``aws.use_spot_instance``
     :param spot_wait_secs: ``aws.spot_wait_secs``: how long to try spot before launching on demand
     :param existing_instance_id: train on this instance instead (templated); it is left running
+    :param max_lifetime_secs: a launched instance powers itself off, and so is terminated, after
+        this long, even if Airflow is gone (None: no such failsafe)
     """
 
     template_fields: Sequence[str] = ("submission_id", "existing_instance_id")
@@ -80,10 +82,12 @@ class LaunchInstanceOperator(_Ec2Operator):
         use_spot_instance: bool = False,
         spot_wait_secs: float = 120,
         existing_instance_id: str | None = None,
+        max_lifetime_secs: float | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.submission_id = submission_id
+        self.max_lifetime_secs = max_lifetime_secs
         self.event_name = event_name
         self.instance_type = instance_type
         self.key_name = key_name
@@ -127,6 +131,7 @@ class LaunchInstanceOperator(_Ec2Operator):
                 event_name=self.event_name,
                 use_spot_instance=self.use_spot_instance,
                 spot_wait_secs=self.spot_wait_secs,
+                max_lifetime_secs=self.max_lifetime_secs,
                 **launch,
             )
         except BaseException:
@@ -173,6 +178,28 @@ class TerminateInstanceOperator(_Ec2Operator):
             self.log.info("Leaving instance %s running: this run did not launch it", instance_id)
         else:
             self.hook.terminate_instance(instance_id)
+
+
+class TerminateRunInstancesOperator(_Ec2Operator):
+    """
+    Terminate every instance this run launched that is still alive: the run's last safety net.
+
+    The attempts' teardowns terminate their instances; a teardown does not run when its launch
+    failed, though, and a launch task killed after EC2 created the instance, with no retry left,
+    leaves one that only the tags know of. This task finds those by the run's tags.
+    """
+
+    ui_color = "#e8a0a0"
+
+    def execute(self, context: Context) -> list[str]:
+        terminated = []
+        for instance in self.hook.list_run_instances(self.dag_id, context["run_id"]):
+            self.log.warning(
+                "Terminating instance %s, which this run launched and left running", instance["InstanceId"]
+            )
+            self.hook.terminate_instance(instance["InstanceId"])
+            terminated.append(instance["InstanceId"])
+        return terminated
 
 
 class SweepOrphanInstancesOperator(_Ec2Operator):

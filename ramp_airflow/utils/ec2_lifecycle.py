@@ -83,3 +83,14 @@ def orphan_reason(
     if run_state in _ENDED_RUN_STATES:
         return f"its Airflow run {dag_id} / {run_id} has ended ({run_state})"
     return None
+
+
+def power_off_script(max_lifetime_secs: float) -> str:
+    """
+    The user data of a launched instance: power off once its longest possible use is over.
+
+    Launched with ``InstanceInitiatedShutdownBehavior=terminate``, the instance is then terminated by
+    EC2 itself, even when Airflow is gone. ``shutdown`` counts in whole minutes: rounded up.
+    """
+    minutes = max(1, -(-int(max_lifetime_secs) // 60))
+    return f"#!/bin/sh\n# ramp-airflow's failsafe: never outlive a training by much, whatever happens to Airflow.\nshutdown -P +{minutes}\n"
