@@ -149,7 +149,7 @@ def ramp_aws_train_loop(argv: list[str] | None = None) -> int:
     config = _load(parser, args.config)
     env = _airflow_environment(config)
     _migrate(env)
-    from ramp_airflow.dag_factory import loop_dag_id, training_dag_id
+    from ramp_airflow.dag_factory import housekeeping_dag_id, loop_dag_id, training_dag_id
 
     airflow = [sys.executable, "-m", "airflow"]
     scheduler_running = (
@@ -158,8 +158,8 @@ def ramp_aws_train_loop(argv: list[str] | None = None) -> int:
         ).returncode
         == 0
     )
-    dag_ids = (training_dag_id(config.event_name), loop_dag_id(config.event_name))
-    # Both DAGs in one Airflow command: each command costs seconds of start-up.
+    dag_ids = tuple(dag_id(config.event_name) for dag_id in (training_dag_id, loop_dag_id, housekeeping_dag_id))
+    # The event's DAGs in one Airflow command: each command costs seconds of start-up.
     only_these = ["--treat-dag-id-as-regex", "--yes", "^(" + "|".join(re.escape(d) for d in dag_ids) + ")$"]
     standalone = None
     if not scheduler_running:

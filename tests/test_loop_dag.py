@@ -143,3 +143,45 @@ def _finish_runs(dag_id: str, state: str, only=None) -> None:
         for run in session.query(DagRun).filter(DagRun.dag_id == dag_id):
             if only is None or run.run_id in only:
                 run.state = state
+
+
+def test_housekeeping_sets_right_a_cancelled_run_without_the_loop(
+    tmp_path, fresh_ramp_db, instance, ec2, airflow_home, monkeypatch
+):
+    """An event trained by hand: a run marked failed mid-training leaves a claim and an instance; both are ended."""
+    import time
+
+    from ramp_airflow.dag_factory import event_dags
+    from ramp_airflow.hooks.ec2 import RampEc2Hook
+    from ramp_airflow.hooks.ramp_database import RampDatabaseHook
+    from testbench.training_runs import instances_of
+
+    db = fresh_ramp_db
+    config = write_event_config(tmp_path / "config.yml", db, instance, ec2, orphan_grace_period_secs=1)
+    monkeypatch.setenv("RAMP_AIRFLOW_CONFIG_DIR", str(config))
+    dags = event_dags(config)
+    training, housekeeping = dags[f"ramp_train_{db.event}"], dags[f"ramp_housekeeping_{db.event}"]
+    assert dags[f"ramp_train_loop_{db.event}"].test().state == "success"  # it creates runs, that nothing runs
+    (submission_id, _, owner), *_ = RampDatabaseHook(database=_settings(db)).in_flight_claims(db.event)
+    run_id = owner.run_id
+    assert dict(training_runs(training.dag_id))[run_id] == {"submission_id": submission_id}
+    earlier = instances_of(ec2, submission_id)
+    launched = RampEc2Hook().launch_instance(
+        image_id=ec2.ami_id,
+        instance_type="t2.micro",
+        key_name=ec2.key_name,
+        security_group=ec2.security_group,
+        event_name=db.event,
+        submission_id=submission_id,
+        dag_id=training.dag_id,
+        run_id=run_id,
+        task_id="attempt_1.launch_instance",
+    )
+    db.query("UPDATE submissions SET state = 'training' WHERE id = %s", (submission_id,))
+    _finish_runs(training.dag_id, "failed", only=[run_id])  # an operator marks the run failed
+    time.sleep(1.5)  # past the grace period
+
+    assert housekeeping.test().state == "success"
+    ((state, error_msg),) = db.query("SELECT state, error_msg FROM submissions WHERE id = %s", (submission_id,))
+    assert state == "checking_error" and "cancelled by an operator" in error_msg
+    assert instances_of(ec2, submission_id, earlier) == {launched: "terminated"}

@@ -102,6 +102,9 @@ class AwsSettings:
     max_output_mb: float = setting("number", 1024, positive=True)
     max_concurrent_instances: int = setting("int", 10, positive=True)
     instance_retries: int = setting("int", 1)
+    # The housekeeping DAG: how often it runs, and how old an instance must be before it may be swept.
+    orphan_sweep_interval_secs: float = setting("number", 300, positive=True)
+    orphan_grace_period_secs: float = setting("number", 600, positive=True)
 
 
 @dataclass(frozen=True)

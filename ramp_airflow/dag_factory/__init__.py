@@ -7,16 +7,19 @@ from pathlib import Path
 from airflow.sdk import DAG
 
 from ramp_airflow.config import ConfigError, load_config
+from ramp_airflow.dag_factory.housekeeping import build_housekeeping_dag
 from ramp_airflow.dag_factory.loop import build_loop_dag
 from ramp_airflow.dag_factory.training import build_training_dag
-from ramp_airflow.utils.dag_ids import loop_dag_id, training_dag_id
+from ramp_airflow.utils.dag_ids import housekeeping_dag_id, loop_dag_id, training_dag_id
 
 __all__ = [
+    "build_housekeeping_dag",
     "build_loop_dag",
     "build_training_dag",
     "config_files",
     "dags_from_configs",
     "event_dags",
+    "housekeeping_dag_id",
     "loop_dag_id",
     "training_dag_id",
 ]
@@ -46,9 +49,10 @@ def config_files(location: str | Path) -> list[Path]:
 
 
 def event_dags(config_path: str | Path) -> dict[str, DAG]:
-    """The training and loop DAG of one event config, by DAG id."""
+    """The training, loop and housekeeping DAG of one event config, by DAG id."""
     config = load_config(config_path)
-    return {dag.dag_id: dag for dag in (build_training_dag(config), build_loop_dag(config))}
+    builders = (build_training_dag, build_loop_dag, build_housekeeping_dag)
+    return {dag.dag_id: dag for dag in (build(config) for build in builders)}
 
 
 def dags_from_configs(location: str | Path | None) -> dict[str, DAG]:

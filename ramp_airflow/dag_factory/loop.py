@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import datetime
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG
 
 from ramp_airflow.config import EventConfig
 from ramp_airflow.dag_factory import bounds
-from ramp_airflow.dag_factory.arguments import aws_credentials, database_arguments
-from ramp_airflow.operators.claims import ReconcileClaimsOperator
-from ramp_airflow.operators.ec2 import SweepOrphanInstancesOperator
+from ramp_airflow.dag_factory.housekeeping import reconcile_claims, trigger_training
 from ramp_airflow.sensors.new_submissions import NewSubmissionsSensor
-from ramp_airflow.utils.dag_ids import loop_dag_id, training_dag_id
+from ramp_airflow.utils.dag_ids import loop_dag_id
 
-# How long a loop run waits for a new submission before making way for the next (and its sweep):
+# How long a loop run waits for a new submission before making way for the next (and its reconciliation):
 # a fixed time, not a number of polls, so that short polls do not restart tasks every few seconds.
 LOOP_RUN_WAIT_SECS = 600
 
@@ -36,17 +33,8 @@ def build_loop_dag(config: EventConfig) -> DAG:
         tags=["ramp", config.event_name],
         doc_md=__doc__,
     ) as dag:
-        SweepOrphanInstancesOperator(
-            task_id="sweep_orphan_instances",
-            event_name=config.event_name,
-            aws_credentials=aws_credentials(config),
-            execution_timeout=bounds.EC2_CALLS,
-        )
         # Claims left without a live run: started, or set right, before new ones are made.
-        reconcile = ReconcileClaimsOperator(
-            task_id="reconcile_claims", execution_timeout=bounds.DATABASE_STEP, **database_arguments(config)
-        )
-        _trigger_training(config, "restart_training").expand_kwargs(reconcile.output)
+        reconcile = reconcile_claims(config)
         claim = NewSubmissionsSensor(
             task_id="wait_for_new_submissions",
             event_name=config.event_name,
@@ -57,15 +45,5 @@ def build_loop_dag(config: EventConfig) -> DAG:
             timeout=max(LOOP_RUN_WAIT_SECS, 10 * interval),
         )
         reconcile >> claim
-        _trigger_training(config, "trigger_training").expand_kwargs(claim.output)
+        trigger_training(config, "trigger_training").expand_kwargs(claim.output)
     return dag
-
-
-def _trigger_training(config: EventConfig, task_id: str):
-    # A claim's run id is its own: a run that exists already is the claim's, and is not started twice.
-    return TriggerDagRunOperator.partial(
-        task_id=task_id,
-        trigger_dag_id=training_dag_id(config.event_name),
-        skip_when_already_exists=True,
-        execution_timeout=bounds.DATABASE_STEP,
-    )

@@ -1,7 +1,8 @@
 """
 RAMP training: for every event config in $RAMP_AIRFLOW_CONFIG_DIR (each *.yml / *.yaml), the
-DAG ramp_train_<event> (one run trains one submission) and ramp_train_loop_<event> (trains every
-new submission). A broken config file is reported as an import error naming its file and fields.
+DAG ramp_train_<event> (one run trains one submission), ramp_train_loop_<event> (trains every
+new submission) and ramp_housekeeping_<event> (sets right what no run owns). A broken config file is
+reported as an import error naming its file and fields.
 """
 
 import os

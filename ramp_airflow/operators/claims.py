@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ramp_airflow.operators.ramp_database import _RampDatabaseOperator
+from ramp_airflow.utils.claim_sql import RunRef
 from ramp_airflow.utils.dag_ids import training_dag_id, training_run_prefix
 from ramp_airflow.utils.run_states import LIVE_RUN_STATES, RUN_STATE_ERRORS, dag_run_state
-from ramp_airflow.utils.submission_states import SENT_TO_TRAINING
+from ramp_airflow.utils.submission_states import SENT_TO_TRAINING, StateTransitionError
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -33,33 +34,39 @@ class ReconcileClaimsOperator(_RampDatabaseOperator):
     def execute(self, context: Context) -> list[dict[str, Any]]:
         to_start = []
         for submission_id, state, owner in self.hook.in_flight_claims(self.event_name):
-            if owner is None:
-                self.log.warning("Submission %s is %s and no run of ours claimed it: back to new", submission_id, state)
-                self.hook.return_to_new(submission_id)
-                continue
             try:
-                run_state = dag_run_state(context, owner.dag_id, owner.run_id)
-            except RUN_STATE_ERRORS as err:
-                self.log.warning("Submission %s: the state of %s cannot be read now (%s)", submission_id, owner, err)
-                continue
-            if run_state in LIVE_RUN_STATES:
-                continue
-            never_started = (
-                run_state is None
-                and state == SENT_TO_TRAINING
-                and owner.dag_id == training_dag_id(self.event_name)
-                and owner.run_id.startswith(training_run_prefix(submission_id))
-            )
-            if never_started:
-                self.log.warning(
-                    "Submission %s was claimed for %s, which never started: starting it", submission_id, owner
-                )
-                to_start.append({"trigger_run_id": owner.run_id, "conf": {"submission_id": submission_id}})
-                continue
-            message = (
-                f"Its training run ({owner.run_id}) ended ({run_state or 'deleted'}) before recording a result: "
-                "it was cancelled by an operator, or stopped."
-            )
-            self.log.warning("Submission %s is %s: %s It is now checking_error.", submission_id, state, message)
-            self.hook.set_checking_error(submission_id, message, owner)
+                to_start += self._set_right(context, submission_id, state, owner)
+            except StateTransitionError as err:
+                # Its run (or the other DAG that reconciles) got there first.
+                self.log.info("Submission %s: %s", submission_id, err)
         return to_start
+
+    def _set_right(self, context: Context, submission_id: int, state: str, owner: RunRef | None) -> list[dict]:
+        """Set one submission in flight right; return the run to start for it, if any."""
+        if owner is None:
+            self.log.warning("Submission %s is %s and no run of ours claimed it: back to new", submission_id, state)
+            self.hook.return_to_new(submission_id)
+            return []
+        try:
+            run_state = dag_run_state(context, owner.dag_id, owner.run_id)
+        except RUN_STATE_ERRORS as err:
+            self.log.warning("Submission %s: the state of %s cannot be read now (%s)", submission_id, owner, err)
+            return []
+        if run_state in LIVE_RUN_STATES:
+            return []
+        never_started = (
+            run_state is None
+            and state == SENT_TO_TRAINING
+            and owner.dag_id == training_dag_id(self.event_name)
+            and owner.run_id.startswith(training_run_prefix(submission_id))
+        )
+        if never_started:
+            self.log.warning("Submission %s was claimed for %s, which never started: starting it", submission_id, owner)
+            return [{"trigger_run_id": owner.run_id, "conf": {"submission_id": submission_id}}]
+        message = (
+            f"Its training run ({owner.run_id}) ended ({run_state or 'deleted'}) before recording a result: "
+            "it was cancelled by an operator, or stopped."
+        )
+        self.log.warning("Submission %s is %s: %s It is now checking_error.", submission_id, state, message)
+        self.hook.set_checking_error(submission_id, message, owner)
+        return []

@@ -17,6 +17,11 @@ def loop_dag_id(event_name: str) -> str:
     return f"ramp_train_loop_{event_name}"
 
 
+def housekeeping_dag_id(event_name: str) -> str:
+    """``ramp_housekeeping_<event>``: sets right what no run owns (claims, instances)."""
+    return f"ramp_housekeeping_{event_name}"
+
+
 def training_run_id(submission_id: int, claimed_at: datetime.datetime) -> str:
     """
     The run id the loop gives the training run of one claim of a submission, e.g.
