@@ -296,13 +296,9 @@ def run_variant(name: str, args, cluster, ramp_db, instance, ec2, work: Path) ->
     write_event_config(config_dir / "bench.yml", ramp_db, instance, ec2, max_concurrent_instances=cap, **VARIANTS[name])
     phase_results, batch_results = [], []
     home = work / f"airflow-{name}"
-    # Task retries, a config-only workaround for Airflow 3.3's stale-success race on resumed deferred
-    # tasks (apache/airflow#72716): without them a resumed sensor can be failed by the scheduler.
-    airflow_env = {
-        "AIRFLOW__CORE__DEFAULT_TASK_RETRIES": str(args.task_retries),
-        "AIRFLOW__CORE__DEFAULT_TASK_RETRY_DELAY": "1",
-        **dict(setting.split("=", 1) for setting in args.airflow_env),
-    }
+    # The DAGs carry their own retries (dag_factory/bounds.py), which also absorb Airflow 3.3's race on
+    # resumed deferred tasks (apache/airflow#72716): nothing to set here.
+    airflow_env = dict(setting.split("=", 1) for setting in args.airflow_env)
     with running_airflow(
         cluster, str(config_dir), extra_env={**ec2.env, **airflow_env}, parallelism=args.parallelism, home=str(home)
     ) as stack:
@@ -371,12 +367,6 @@ def main() -> None:
     parser.add_argument("--parallelism", type=int, default=8, help="LocalExecutor task slots")
     parser.add_argument("--idle-secs", type=float, default=20, help="how long to measure the idle stack")
     parser.add_argument(
-        "--task-retries",
-        type=int,
-        default=2,
-        help="Airflow's default_task_retries (retry delay 1 s), as testbench/airflow_stack.py sets it; 0 = as shipped",
-    )
-    parser.add_argument(
         "--airflow-env",
         nargs="*",
         default=[],
@@ -420,7 +410,7 @@ def main() -> None:
         else:
             shutil.rmtree(work, ignore_errors=True)
     print(
-        f"\nmachine: {os.cpu_count()} CPUs; parallelism {args.parallelism}; task retries {args.task_retries}; "
+        f"\nmachine: {os.cpu_count()} CPUs; parallelism {args.parallelism}; "
         f"Airflow settings {args.airflow_env or 'as the bench stack'}; total {time.monotonic() - start:.0f} s"
     )
     for name, (cpu_per_min, rss) in idles:

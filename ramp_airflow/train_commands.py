@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import multiprocessing
 import os
 import re
 import signal
@@ -81,27 +82,45 @@ def ramp_aws_train(argv: list[str] | None = None) -> int:
     env = _airflow_environment(config)
     _migrate(env)
     os.environ.update(env)
-    # Airflow reads its settings when first imported: only now, with the environment set.
+    started = datetime.datetime.now(datetime.timezone.utc)
+    # The training runs in a child process with a session of its own, and Ctrl-C is handled here:
+    # inside a task, Airflow's task runner takes an interrupt for that task's failure (and retries it).
+    child = multiprocessing.get_context("fork").Process(target=_train_in_foreground, args=(config, args))
+    signal.signal(signal.SIGTERM, _interrupt)
+    child.start()
+    try:
+        child.join()
+        return child.exitcode
+    except KeyboardInterrupt:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)  # the training and the ssh/rsync it started
+        child.join()
+        # Airflow reads its settings when first imported: here, with the environment set.
+        from ramp_airflow.dag_factory import training_dag_id
+
+        for run_id in _cancel_runs_since(config, training_dag_id(config.event_name), started):
+            print(f"Interrupted: Airflow run {run_id} cancelled, its instance terminated", file=sys.stderr)
+        return 130
+
+
+def _train_in_foreground(config: EventConfig, args: argparse.Namespace) -> None:
+    """Run the submission's training DAG to its end (``dag.test()``); exit 0 when it is scored."""
+    os.setsid()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     from ramp_airflow.dag_factory import event_dags, training_dag_id
     from ramp_airflow.hooks.ramp_database import RampDatabaseHook
 
     dag = event_dags(config.path)[training_dag_id(config.event_name)]
     conf = {"team": args.team, "name": args.name, "instance_id": args.instance_id}
-    started = datetime.datetime.now(datetime.timezone.utc)
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        dag_run = dag.test(run_conf={k: v for k, v in conf.items() if v is not None})
-    except KeyboardInterrupt:
-        for run_id in _cancel_runs_since(config, dag.dag_id, started):
-            print(f"Interrupted: Airflow run {run_id} cancelled, its instance terminated", file=sys.stderr)
-        return 130
+    dag_run = dag.test(run_conf={k: v for k, v in conf.items() if v is not None})
     database = RampDatabaseHook(postgres_conn_id=config.database.postgres_conn_id, database=config.database)
     submission = database.find_submission(config.event_name, args.team, args.name)
     print(
         f"submission {submission['id']} ({args.team}/{args.name}) of {config.event_name}: {submission['state']} "
-        f"(Airflow run {dag_run.run_id}: {dag_run.state})"
+        f"(Airflow run {dag_run.run_id}: {dag_run.state})",
+        flush=True,
     )
-    return 0 if submission["state"] == "scored" else 1
+    sys.exit(0 if submission["state"] == "scored" else 1)
 
 
 def _cancel_runs_since(config: EventConfig, dag_id: str, started: datetime.datetime) -> list[str]:

@@ -215,6 +215,17 @@ class AirflowStack:
                 start_new_session=True,
             )
 
+    def kill(self, name: str) -> None:
+        """SIGKILL one component's process group (its task runners too), as a crash would; wait until gone."""
+        proc = self.procs[name]
+        _signal_group(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        wait_until(lambda: not group_members(proc.pid), 10, f"airflow {name}'s process group to be gone", 0.2)
+
+    def restart(self, name: str) -> None:
+        """Start a killed component again, on the stack's API port."""
+        self.start(name, int(urllib.parse.urlsplit(self.url).port))
+
     def healthy(self) -> bool:
         self.check_alive()
         try:

@@ -38,6 +38,7 @@ class PostgresCluster:
     password: str
     base_dir: str
     pid: int
+    _proc: subprocess.Popen | None = dataclasses.field(default=None, repr=False)
 
     def dsn(self, dbname: str = "postgres") -> str:
         """libpq key/value DSN, e.g. for ``psycopg2.connect``."""
@@ -57,6 +58,49 @@ class PostgresCluster:
             "port": self.port,
             "database": dbname,
         }
+
+    def start(self, timeout: float = 30.0) -> subprocess.Popen:
+        """Start the postmaster on the cluster's data folder; wait (bounded) until it accepts connections."""
+        base = self.base_dir
+        data, log = os.path.join(base, "data"), os.path.join(base, "postgres.log")
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": base,
+            "fsync": "off",
+            "synchronous_commit": "off",
+            "full_page_writes": "off",
+            "max_connections": "100",
+        }
+        argv = [f"{PG_BIN}/postgres", "-D", data, "-p", str(self.port)]
+        for name, value in settings.items():
+            argv += ["-c", f"{name}={value}"]
+        with open(log, "a") as logf:
+            proc = subprocess.Popen(
+                argv,
+                user=SYSTEM_USER,
+                group=SYSTEM_USER,
+                cwd=base,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        self._proc, self.pid = proc, proc.pid
+        try:
+            wait_until(
+                lambda: proc.poll() is not None or _ready(self.port, base),
+                timeout,
+                "postgres to accept connections",
+                0.2,
+            )
+        except TimeoutError:
+            raise RuntimeError(f"postgres not ready:\n{tail(log)}") from None
+        if proc.poll() is not None:
+            raise RuntimeError(f"postgres exited {proc.returncode}:\n{tail(log)}")
+        return proc
+
+    def stop(self) -> None:
+        """Stop the postmaster by its PID: a "fast shutdown" (SIGINT) that disconnects every client."""
+        stop_pid(self.pid, signal.SIGINT, timeout=20, proc=self._proc)
 
     def connect(self, dbname: str = "postgres", autocommit: bool = True):
         import psycopg2
@@ -103,7 +147,7 @@ def running_postgres(port: int | None = None, password: str | None = None, timeo
     pw = pwd.getpwnam(SYSTEM_USER)
     os.chown(base, pw.pw_uid, pw.pw_gid)
     data, log = os.path.join(base, "data"), os.path.join(base, "postgres.log")
-    proc = None
+    cluster = None
     try:
         pwfile = os.path.join(base, "pwfile")
         with open(pwfile, "w") as f:
@@ -126,43 +170,10 @@ def running_postgres(port: int | None = None, password: str | None = None, timeo
             ],
             cwd=base,
         )
-        with open(log, "w") as logf:
+        with open(log, "w"):
             os.chown(log, pw.pw_uid, pw.pw_gid)
-            proc = subprocess.Popen(
-                [
-                    f"{PG_BIN}/postgres",
-                    "-D",
-                    data,
-                    "-p",
-                    str(port),
-                    "-c",
-                    "listen_addresses=127.0.0.1",
-                    "-c",
-                    f"unix_socket_directories={base}",
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
-                    "-c",
-                    "max_connections=100",
-                ],
-                user=SYSTEM_USER,
-                group=SYSTEM_USER,
-                cwd=base,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        try:
-            wait_until(
-                lambda: proc.poll() is not None or _ready(port, base), timeout, "postgres to accept connections", 0.2
-            )
-        except TimeoutError:
-            raise RuntimeError(f"postgres not ready:\n{tail(log)}") from None
-        if proc.poll() is not None:
-            raise RuntimeError(f"postgres exited {proc.returncode}:\n{tail(log)}")
+        cluster = PostgresCluster(host="127.0.0.1", port=port, user=ROLE, password=password, base_dir=base, pid=0)
+        cluster.start(timeout)
         _run_as_postgres(
             [
                 f"{PG_BIN}/psql",
@@ -181,9 +192,8 @@ def running_postgres(port: int | None = None, password: str | None = None, timeo
             cwd=base,
             input=f"CREATE ROLE {ROLE} LOGIN SUPERUSER PASSWORD :'pw';\n",
         )
-        yield PostgresCluster(host="127.0.0.1", port=port, user=ROLE, password=password, base_dir=base, pid=proc.pid)
+        yield cluster
     finally:
-        if proc is not None:
-            # SIGINT = "fast shutdown": disconnect clients, stop at once.
-            stop_pid(proc.pid, signal.SIGINT, timeout=20, proc=proc)
+        if cluster is not None and cluster._proc is not None:
+            cluster.stop()
         shutil.rmtree(base, ignore_errors=True)

@@ -438,7 +438,7 @@ def test_a_missing_run_is_told_apart_from_other_api_errors():
     from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
     from airflow.sdk.execution_time.comms import ErrorResponse
 
-    from ramp_airflow.operators.ec2 import _status_code
+    from ramp_airflow.utils.run_states import _status_code
 
     def error(status: int) -> AirflowRuntimeError:
         return AirflowRuntimeError(ErrorResponse(error=ErrorType.API_SERVER_ERROR, detail={"status_code": status}))
