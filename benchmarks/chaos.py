@@ -28,6 +28,7 @@ import collections
 import contextlib
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -150,10 +151,24 @@ def main() -> None:
     parser.add_argument("--training-sleep", type=float, default=10, help="seconds each training sleeps first")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=1200, help="bound on the whole batch")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (Airflow home, task logs)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="bench-chaos-"))
+    try:
+        report = run(args, rng, work)
+    finally:
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    for line in report:
+        print(line)
+
+
+def run(args: argparse.Namespace, rng: random.Random, work: Path) -> list[str]:
+    """The batch under faults; returns the report's lines."""
     with (
         loopback_only() as violations,
         running_postgres() as cluster,
@@ -189,14 +204,15 @@ def main() -> None:
         raise RuntimeError(f"non-loopback connections attempted: {violations}")
     by_state = collections.Counter(states.values())
     final = sum(n for state, n in by_state.items() if state in FINAL_STATES)
-    print(f"submissions:       {len(ids)} in {took:.0f} s")
-    print(f"faults injected:   {sum(saboteur.injected.values())} {dict(saboteur.injected)}")
-    if saboteur.errors:
-        print(f"faults not made:   {saboteur.errors}")
-    print(f"submissions final: {final} {dict(by_state)}")
-    print(f"trained twice:     {len(twice)} {twice or ''}")
-    print(f"instances leaked:  {len(leaked)} {leaked or ''}")
-    print(f"stuck:             {len(ids) - final} (training runs still live: {live_runs})")
+    return [
+        f"submissions:       {len(ids)} in {took:.0f} s",
+        f"faults injected:   {sum(saboteur.injected.values())} {dict(saboteur.injected)}",
+        *([f"faults not made:   {saboteur.errors}"] if saboteur.errors else []),
+        f"submissions final: {final} {dict(by_state)}",
+        f"trained twice:     {len(twice)} {twice or ''}",
+        f"instances leaked:  {len(leaked)} {leaked or ''}",
+        f"stuck:             {len(ids) - final} (training runs still live: {live_runs})",
+    ]
 
 
 if __name__ == "__main__":

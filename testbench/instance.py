@@ -19,6 +19,7 @@ import os
 import pwd
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
 
@@ -146,6 +147,17 @@ class SSHInstance:
             self.drop_connections()
         self.stop()
         self.start()
+
+    def kill_training(self, submission_id: int) -> None:
+        """
+        Kill a submission's training job by the PID its record holds, as terminating a real instance
+        would: the bench's instances are one machine, and a job left running there would write into
+        the next test's training of the same submission.
+        """
+        record = os.path.join(self.kit_dir, "submissions", f"submission_{submission_id:09d}", "training_job", "pid")
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
+            with open(record) as f:
+                os.killpg(int(f.read()), signal.SIGKILL)
 
     def log_tail(self, n: int = 40) -> str:
         return tail(os.path.join(self.base_dir, "sshd.log"), n)

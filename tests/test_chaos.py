@@ -35,10 +35,10 @@ def scores_of(db, submission_id: int) -> list:
 
 
 def assert_scored_once(db, ec2, submission_id: int, earlier) -> None:
-    """Scored, with a score for each fold and score type, and its one instance terminated."""
+    """Scored, with every score of each fold, and its one instance terminated."""
     assert db.query("SELECT state FROM submissions WHERE id = %s", (submission_id,)) == [("scored",)]
     scores = scores_of(db, submission_id)
-    assert len(scores) == 2 * db.n_cv_folds and all(present for _, present in scores)
+    assert len({fold for fold, _ in scores}) == db.n_cv_folds and all(present for _, present in scores)
     assert list(instances_of(ec2, submission_id, earlier).values()) == ["terminated"]
 
 
@@ -143,10 +143,58 @@ def test_sshd_down_as_the_upload_and_the_download_start(
     assert_scored_once(db, ec2, submission_id, earlier)
 
 
+def test_an_instance_reclaimed_while_it_boots_is_replaced(
+    tmp_path, fresh_ramp_db, instance, ec2, airflow_home, monkeypatch
+):
+    """EC2 terminates the first instance before its status checks pass: the second attempt trains."""
+    from ramp_airflow.dag_factory import event_dags
+
+    db = fresh_ramp_db
+    config = write_event_config(tmp_path / "config.yml", db, instance, ec2)
+    monkeypatch.setenv("RAMP_AIRFLOW_CONFIG_DIR", str(config))
+    training = event_dags(config)[f"ramp_train_{db.event}"]
+    submission_id = db.submissions["random_forest"]
+    earlier = instances_of(ec2, submission_id)
+    reclaimed = []
+
+    def reclaim_the_first_instance():
+        try:
+            wait_until(lambda: instances_of(ec2, submission_id, earlier), 60, "the first instance", 0.1)
+            reclaimed.extend(instances_of(ec2, submission_id, earlier))
+            ec2.client().terminate_instances(InstanceIds=reclaimed)
+        finally:
+            ec2.set_status_delay(0)
+
+    ec2.set_status_delay(6)  # every instance stays "initializing" that long after its launch
+    saboteur = threading.Thread(target=reclaim_the_first_instance)
+    saboteur.start()
+    try:
+        dag_run = training.test(run_conf={"submission_id": submission_id})
+    finally:
+        saboteur.join(timeout=120)
+        ec2.set_status_delay(0)
+
+    states = task_states(dag_run)
+    assert dag_run.state == "success", states
+    assert states["attempt_1.wait_for_instance"] == "skipped" and states["attempt_2.fetch_results"] == "success"
+    assert len(reclaimed) == 1
+    assert db.query("SELECT state FROM submissions WHERE id = %s", (submission_id,)) == [("scored",)]
+    assert sorted(instances_of(ec2, submission_id, earlier).values()) == ["terminated", "terminated"]
+
+
+def run_ended(stack, dag_id: str, run_id: str) -> dict | None:
+    """The run's record once it has ended, else None."""
+    stack.check_alive()
+    (run,) = [r for r in stack.dag_runs(dag_id) if r["dag_run_id"] == run_id]
+    return run if run["state"] in ("success", "failed") else None
+
+
 @pytest.fixture
 def stack_and_db(tmp_path, postgres, fresh_ramp_db, instance, ec2):
+    slow = SLOW_TRAINING.format(secs=20)
+    # A short grace period: the sweep may take an instance as soon as its run has ended.
     config = write_event_config(
-        tmp_path / "config.yml", fresh_ramp_db, instance, ec2, training_command=SLOW_TRAINING.format(secs=20)
+        tmp_path / "config.yml", fresh_ramp_db, instance, ec2, training_command=slow, orphan_grace_period_secs=1
     )
     with running_airflow(postgres, str(config), extra_env=ec2.env, home=str(tmp_path / "airflow")) as stack:
         yield stack, fresh_ramp_db
@@ -173,13 +221,34 @@ def test_an_airflow_component_killed_and_restarted_mid_run(stack_and_db, ec2, co
     stack.kill(component)
     stack.restart(component)
 
-    def ended():
-        stack.check_alive()
-        (run,) = [r for r in stack.dag_runs(training) if r["dag_run_id"] == run_id]
-        return run if run["state"] in ("success", "failed") else None
-
-    run = wait_until(ended, 300, "the run to end", 1.0)
+    run = wait_until(lambda: run_ended(stack, training, run_id), 300, "the run to end", 1.0)
     states = stack.task_states(training, run_id)
     assert run["state"] == "success", states
     assert states["attempt_2.launch_instance"] == "skipped"  # the first attempt's instance trained it
     assert_scored_once(db, ec2, submission_id, earlier)
+
+
+def test_a_run_marked_failed_from_the_api_is_cancelled(stack_and_db, ec2, instance):
+    """What the UI's "mark failed" does mid-training: the housekeeping run ends the claim and the instance."""
+    stack, db = stack_and_db
+    training, housekeeping = f"ramp_train_{db.event}", f"ramp_housekeeping_{db.event}"
+    stack.wait_for_dag(training)
+    stack.wait_for_dag(housekeeping)
+    submission_id = db.submissions["random_forest"]
+    earlier = instances_of(ec2, submission_id)
+    run_id = stack.trigger(training, {"submission_id": submission_id}, run_id="chaos_cancelled")["dag_run_id"]
+
+    def waiting_for_training() -> bool:
+        stack.check_alive()
+        return stack.task_states(training, run_id).get("attempt_1.wait_for_training") == "deferred"
+
+    wait_until(waiting_for_training, 180, "the training wait to be deferred", 0.5)
+    stack.request("PATCH", f"/api/v2/dags/{training}/dagRuns/{run_id}", {"state": "failed"})
+    # Airflow still runs the attempt's teardown (terminate_instance), then ends the run for good.
+    wait_until(lambda: run_ended(stack, training, run_id), 180, "the cancelled run to end", 1.0)
+    sweep = stack.trigger(housekeeping, run_id="chaos_housekeeping")["dag_run_id"]
+    assert wait_until(lambda: run_ended(stack, housekeeping, sweep), 180, "housekeeping", 1.0)["state"] == "success"
+    ((state, error_msg),) = db.query("SELECT state, error_msg FROM submissions WHERE id = %s", (submission_id,))
+    assert state == "checking_error" and "cancelled by an operator" in error_msg
+    assert list(instances_of(ec2, submission_id, earlier).values()) == ["terminated"]
+    instance.kill_training(submission_id)  # what the terminated instance was still running

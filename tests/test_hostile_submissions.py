@@ -62,9 +62,12 @@ for second in range(14):
     time.sleep(1)
 raise ValueError("flooded, then failed")
 """,
-    # A far-future start time in the job's own record, and a training that never ends.
+    # A far-future start time in the job's own record, a named pipe in place of the log (a reader of
+    # it would block), and a training that never ends.
     "forged start, never ends": """
 (here / "training_job" / "started_at").write_text("99999999999.0")
+(here / "log").unlink()
+os.mkfifo(here / "log")
 import time
 time.sleep(3600)
 """,
@@ -135,7 +138,8 @@ def test_a_hostile_submission_spoils_only_its_own_result(
     (submissions / folder / "estimator.py").write_text(code.format(folder=folder, config=config))
     db.query("UPDATE events SET path_ramp_submissions = %s WHERE name = %s", (str(submissions), db.event))
     on_instance = os.path.join(instance.kit_dir, "submissions", folder)
-    shutil.rmtree(on_instance, ignore_errors=True)  # earlier tests'
+    instance.kill_training(submission_id)  # an earlier test's job there, if any
+    shutil.rmtree(on_instance, ignore_errors=True)  # and its files
     monkeypatch.setenv("RAMP_AIRFLOW_CONFIG_DIR", str(config))
     training = event_dags(config)[f"ramp_train_{db.event}"]
     earlier = instances_of(ec2, submission_id)

@@ -69,10 +69,7 @@ def test_ctrl_c_cancels_the_training_and_terminates_its_instance(tmp_path, fresh
         if train.poll() is None:
             train.kill()
             train.wait()
-        # A terminated EC2 instance takes its processes with it; the bench's stand-in does not.
-        job = Path(instance.kit_dir, "submissions", f"submission_{submission_id:09d}", "training_job", "pid")
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError, ValueError):
-            os.killpg(int(job.read_text()), signal.SIGKILL)
+        instance.kill_training(submission_id)  # a terminated EC2 instance takes its processes with it
     ((final, error_msg),) = fresh_ramp_db.query(
         "SELECT state, error_msg FROM submissions WHERE id = %s", (submission_id,)
     )

@@ -184,13 +184,19 @@ def test_a_submission_left_in_flight_becomes_checking_error_once(event):
     assert event.submission(submission_id)["state"] == "checking_error"
 
 
-def test_lost_instance_is_replaced(event, ec2, instance, tmp_path, monkeypatch):
-    """sshd goes away and EC2 terminates the instance mid-training: attempt 2 trains on a new one."""
+@pytest.mark.parametrize("instance_retries", [1, 0], ids=["replaced", "lost on the last attempt"])
+def test_lost_instance_is_replaced(event, ec2, instance, tmp_path, monkeypatch, instance_retries):
+    """
+    sshd goes away and EC2 terminates the instance mid-training: attempt 2 trains on a new one, or,
+    on the last attempt, the submission is checking_error (the platform's failure, not the participant's).
+    """
     from ramp_airflow.dag_factory import event_dags
 
     # Every training sleeps first, long enough for its instance to be lost meanwhile.
     slow = "bash -c 'sleep 5; exec ramp-test \"$@\"' ramp-test"
-    config = write_event_config(tmp_path / "slow.yml", event.db, instance, ec2, training_command=slow)
+    config = write_event_config(
+        tmp_path / "slow.yml", event.db, instance, ec2, training_command=slow, instance_retries=instance_retries
+    )
     monkeypatch.setenv("RAMP_AIRFLOW_CONFIG_DIR", str(config))
     training = event_dags(config)[f"ramp_train_{event.db.event}"]
     submission_id = event.db.submissions["random_forest"]
@@ -219,10 +225,14 @@ def test_lost_instance_is_replaced(event, ec2, instance, tmp_path, monkeypatch):
             wait_for(started_training, "training to start")
             (first,) = instances_of(ec2, submission_id, earlier)
             ec2.client().terminate_instances(InstanceIds=[first])
-            # A terminated machine takes its open connections with it (the watch's among them).
+            # A terminated machine takes its processes and open connections with it (the watch's among them).
+            instance.kill_training(submission_id)
             instance.drop_connections()
             instance.stop()
-            wait_for(lambda: len(instances_of(ec2, submission_id, earlier)) == 2, "a second instance")
+            if instance_retries:
+                wait_for(lambda: len(instances_of(ec2, submission_id, earlier)) == 2, "a second instance")
+            else:
+                wait_for(lambda: event.submission(submission_id)["state"] != "training", "the loss to be recorded")
         except Exception as err:  # reported by the test below
             failures.append(err)
         finally:
@@ -237,11 +247,17 @@ def test_lost_instance_is_replaced(event, ec2, instance, tmp_path, monkeypatch):
     assert not failures, failures
 
     states = task_states(dag_run)
+    recorded = event.submission(submission_id)
+    if not instance_retries:
+        assert recorded["state"] == "checking_error" and "lost during training 1 time(s)" in recorded["error_msg"]
+        assert states["record_results"] == "failed"
+        assert list(instances_of(ec2, submission_id, earlier).values()) == ["terminated"]
+        return
     assert dag_run.state == "success", states
     assert states["attempt_1.wait_for_training"] == "skipped" and states["attempt_2.wait_for_training"] == "success"
     assert states["attempt_1.fetch_results"] == "skipped" and states["attempt_2.fetch_results"] == "success"
     assert states["attempt_1.terminate_instance"] == "success"
-    assert event.submission(submission_id)["state"] == "scored"
+    assert recorded["state"] == "scored"
     assert sorted(instances_of(ec2, submission_id, earlier).values()) == ["terminated", "terminated"]
 
 

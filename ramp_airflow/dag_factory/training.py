@@ -6,7 +6,7 @@ wait_for_training -> fetch_results, with mark_training beside the upload and ter
 the attempt's teardown] -> record_results -> the event's commands -> ensure_final_state; and, whatever
 happened, terminate_leftover_instances.
 
-An attempt whose instance is lost during training is skipped and followed by another on a new
+An attempt whose instance is lost while it boots or trains is skipped and followed by another on a new
 instance, up to ``instance_retries`` times; the last attempt's loss is recorded as a platform
 failure. The two waits start in the triggerer and end there, so a wait holds no worker slot and
 costs no task start; run by ``dag.test()`` (``ramp_aws_train``), they defer from the worker instead.
@@ -140,6 +140,11 @@ def build_training_dag(config: EventConfig) -> DAG:
                     config_path=config.path,
                     poke_interval=aws.check_status_interval_secs,
                     timeout=aws.instance_ready_timeout_secs,
+                    # An instance gone while it boots (a reclaimed spot instance) is replaced too.
+                    skip_when_lost=number < attempts,
+                    # Its failures stay: the instance is gone, or was not ready in its time (a retry
+                    # would wait that long again). The trigger itself rides out EC2's hiccups.
+                    retries=0,
                 )
                 train = RsyncTrainOperator(
                     task_id=UPLOAD_AND_TRAIN,

@@ -64,6 +64,8 @@ class InstanceReadySensor(BaseSensorOperator):
     :param timeout: seconds to wait at most (``aws.instance_ready_timeout_secs``)
     :param deferrable: wait in the triggerer, holding no worker slot
     :param start_from_trigger: with ``deferrable``, start and end in the triggerer
+    :param skip_when_lost: skip, rather than fail, when the instance is gone (a reclaimed spot
+        instance), so that another training attempt (``trigger_rule="all_skipped"``) can follow
     """
 
     template_fields: Sequence[str] = ("instance_id",)
@@ -83,9 +85,11 @@ class InstanceReadySensor(BaseSensorOperator):
         timeout: float = 900,
         deferrable: bool = True,
         start_from_trigger: bool = True,
+        skip_when_lost: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
+        self.skip_when_lost = skip_when_lost
         self.instance_id = instance_id
         self.aws_credentials = aws_credentials
         self.config_path = config_path
@@ -108,6 +112,7 @@ class InstanceReadySensor(BaseSensorOperator):
             poll_interval=self.poke_interval,
             timeout_secs=self.timeout,
             end_from_trigger=end_from_trigger,
+            skip_when_lost=self.skip_when_lost,
         )
 
     def execute(self, context: Context) -> Any:
@@ -134,6 +139,8 @@ class InstanceReadySensor(BaseSensorOperator):
 
     def _fail_unless_usable(self, verdict: str, description: str) -> None:
         self.log.info("Instance %s: %s", self.instance_id, description)
+        if verdict == ec2_lifecycle.GONE and self.skip_when_lost:
+            raise AirflowSkipException(f"instance {self.instance_id} is gone: the next attempt trains on a new one")
         error = ec2_lifecycle.unready_error(self.instance_id, verdict, description, self.timeout)
         if error:
             raise AirflowException(error)

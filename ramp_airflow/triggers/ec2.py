@@ -6,7 +6,8 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TriggerEvent
+from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSkippedEvent, TriggerEvent
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ramp_airflow.triggers.task_end import task_success
 from ramp_airflow.utils import ec2_lifecycle
@@ -47,6 +48,8 @@ class InstanceReadyTrigger(BaseTrigger):
     :param poll_interval: seconds between two checks (``aws.check_status_interval_secs``)
     :param timeout_secs: how long to wait at most, from the trigger's start
     :param end_from_trigger: end the task here, without resuming it in a worker
+    :param skip_when_lost: ending the task here, skip it when the instance is gone (so that another
+        training attempt follows) instead of failing it
     """
 
     def __init__(
@@ -56,6 +59,7 @@ class InstanceReadyTrigger(BaseTrigger):
         poll_interval: float,
         timeout_secs: float,
         end_from_trigger: bool = False,
+        skip_when_lost: bool = False,
     ):
         super().__init__()
         self.instance_id = instance_id
@@ -63,6 +67,7 @@ class InstanceReadyTrigger(BaseTrigger):
         self.poll_interval = poll_interval
         self.timeout_secs = timeout_secs
         self.end_from_trigger = end_from_trigger
+        self.skip_when_lost = skip_when_lost
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -73,6 +78,7 @@ class InstanceReadyTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "timeout_secs": self.timeout_secs,
                 "end_from_trigger": self.end_from_trigger,
+                "skip_when_lost": self.skip_when_lost,
             },
         )
 
@@ -80,7 +86,11 @@ class InstanceReadyTrigger(BaseTrigger):
         hook = ec2_hook(self.aws)
         deadline = time.monotonic() + self.timeout_secs
         while True:
-            verdict, description = await hook.get_readiness_async(self.instance_id)
+            try:
+                verdict, description = await hook.get_readiness_async(self.instance_id)
+            except (ClientError, BotoCoreError, OSError) as err:
+                # A throttled or dropped EC2 call: the next poll asks again, until the deadline.
+                verdict, description = ec2_lifecycle.WAITING, f"EC2 did not answer ({type(err).__name__}: {err})"
             self.log.info("Instance %s: %s", self.instance_id, description)
             if verdict != ec2_lifecycle.WAITING:
                 break
@@ -98,6 +108,11 @@ class InstanceReadyTrigger(BaseTrigger):
             yield TriggerEvent({**event, "address": address} if address else event)
         elif address:
             yield await task_success(self, address)
+        elif verdict == ec2_lifecycle.GONE and self.skip_when_lost:
+            self.log.warning(
+                "Instance %s is gone (%s): the next attempt trains on a new one", self.instance_id, description
+            )
+            yield TaskSkippedEvent()
         else:
             self.log.error("%s", ec2_lifecycle.unready_error(self.instance_id, verdict, description, self.timeout_secs))
             yield TaskFailedEvent()
