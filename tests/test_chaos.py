@@ -42,6 +42,29 @@ def assert_scored_once(db, ec2, submission_id: int, earlier) -> None:
     assert list(instances_of(ec2, submission_id, earlier).values()) == ["terminated"]
 
 
+def training_dag(tmp_path, db, instance, ec2, monkeypatch, **aws_overrides):
+    """The bench event's training DAG for ``dag.test()``, from a config of this test's own."""
+    from ramp_airflow.dag_factory import event_dags
+
+    config = write_event_config(tmp_path / "config.yml", db, instance, ec2, **aws_overrides)
+    monkeypatch.setenv("RAMP_AIRFLOW_CONFIG_DIR", str(config))
+    return event_dags(config)[f"ramp_train_{db.event}"]
+
+
+def scored_despite(training, db, ec2, *outages) -> None:
+    """Train ``random_forest`` through a real run while ``outages`` strike; it must end scored, once."""
+    submission_id = db.submissions["random_forest"]
+    earlier = instances_of(ec2, submission_id)
+    try:
+        dag_run = training.test(run_conf={"submission_id": submission_id})
+    finally:
+        for outage in outages:
+            outage.join()
+    assert all(outage.threads for outage in outages)  # every fault happened
+    assert dag_run.state == "success", task_states(dag_run)
+    assert_scored_once(db, ec2, submission_id, earlier)
+
+
 class Outage:
     """Stop a service when a wrapped step starts, start it again a while later (in a thread)."""
 
@@ -89,70 +112,37 @@ def test_the_ramp_database_restarted_while_recording_and_down_at_the_end(
     own_ramp_database, tmp_path, instance, ec2, airflow_home, monkeypatch
 ):
     """PostgreSQL stops as record_results starts (back 3 s later) and as ensure_final_state starts (back 8 s later)."""
-    from ramp_airflow.dag_factory import event_dags
     from ramp_airflow.operators.ramp_database import FinalizeSubmissionOperator, RecordResultsOperator
 
     db = own_ramp_database
-    config = write_event_config(tmp_path / "config.yml", db, instance, ec2)
-    monkeypatch.setenv("RAMP_AIRFLOW_CONFIG_DIR", str(config))
     while_recording = Outage(db.cluster.stop, db.cluster.start, 3)
     at_the_end = Outage(db.cluster.stop, db.cluster.start, 8)
     monkeypatch.setattr(RecordResultsOperator, "execute", while_recording.around(RecordResultsOperator.execute))
     monkeypatch.setattr(FinalizeSubmissionOperator, "execute", at_the_end.around(FinalizeSubmissionOperator.execute))
-    training = event_dags(config)[f"ramp_train_{db.event}"]
-    submission_id = db.submissions["random_forest"]
-    earlier = instances_of(ec2, submission_id)
-    try:
-        dag_run = training.test(run_conf={"submission_id": submission_id})
-    finally:
-        while_recording.join()
-        at_the_end.join()
-
-    states = task_states(dag_run)
-    assert dag_run.state == "success", states
-    assert_scored_once(db, ec2, submission_id, earlier)
+    scored_despite(training_dag(tmp_path, db, instance, ec2, monkeypatch), db, ec2, while_recording, at_the_end)
 
 
 def test_sshd_down_as_the_upload_and_the_download_start(
     tmp_path, fresh_ramp_db, instance, ec2, airflow_home, monkeypatch
 ):
     """Each transfer's first try fails (the instance's sshd is gone for 3 s): their retries finish the job."""
-    from ramp_airflow.dag_factory import event_dags
     from ramp_airflow.hooks.instance_ssh import InstanceSSHHook
 
     db = fresh_ramp_db
-    config = write_event_config(tmp_path / "config.yml", db, instance, ec2)
-    monkeypatch.setenv("RAMP_AIRFLOW_CONFIG_DIR", str(config))
     upload = Outage(instance.stop, instance.start, 3)
     download = Outage(instance.stop, instance.start, 3)
     rsync = upload.around(InstanceSSHHook.rsync, when=lambda *args, download=False, **kwargs: not download)
     rsync = download.around(rsync, when=lambda *args, download=False, **kwargs: download)
     monkeypatch.setattr(InstanceSSHHook, "rsync", rsync)
-    training = event_dags(config)[f"ramp_train_{db.event}"]
-    submission_id = db.submissions["random_forest"]
-    earlier = instances_of(ec2, submission_id)
-    try:
-        dag_run = training.test(run_conf={"submission_id": submission_id})
-    finally:
-        upload.join()
-        download.join()
-
-    states = task_states(dag_run)
-    assert dag_run.state == "success", states
-    assert upload.threads and download.threads  # both faults happened
-    assert_scored_once(db, ec2, submission_id, earlier)
+    scored_despite(training_dag(tmp_path, db, instance, ec2, monkeypatch), db, ec2, upload, download)
 
 
 def test_an_instance_reclaimed_while_it_boots_is_replaced(
     tmp_path, fresh_ramp_db, instance, ec2, airflow_home, monkeypatch
 ):
     """EC2 terminates the first instance before its status checks pass: the second attempt trains."""
-    from ramp_airflow.dag_factory import event_dags
-
     db = fresh_ramp_db
-    config = write_event_config(tmp_path / "config.yml", db, instance, ec2)
-    monkeypatch.setenv("RAMP_AIRFLOW_CONFIG_DIR", str(config))
-    training = event_dags(config)[f"ramp_train_{db.event}"]
+    training = training_dag(tmp_path, db, instance, ec2, monkeypatch)
     submission_id = db.submissions["random_forest"]
     earlier = instances_of(ec2, submission_id)
     reclaimed = []
