@@ -35,8 +35,6 @@ UPLOAD_SECS = 1800
 EVENT_COMMANDS = datetime.timedelta(hours=1)
 # How long past the training's time limit the training wait may last: its poll, killing the training.
 TRAINING_WAIT_MARGIN_SECS = 600
-
-
 # Beyond the longest an attempt can need its instance, before the instance's own failsafe stops it.
 INSTANCE_LIFETIME_MARGIN_SECS = 1800
 

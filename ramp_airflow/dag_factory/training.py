@@ -76,6 +76,7 @@ def build_training_dag(config: EventConfig) -> DAG:
     attempts = aws.instance_retries + 1
     db, credentials, login = database_arguments(config), aws_credentials(config), instance_login(config)
     submission_id = _xcom(CLAIM, "['id']")
+    download_secs = bounds.download_secs(aws.max_output_mb)
 
     with DAG(
         dag_id=training_dag_id(config.event_name),
@@ -181,10 +182,10 @@ def build_training_dag(config: EventConfig) -> DAG:
                     local_log_folder=aws.local_log_folder,
                     expected_folds=_xcom(CLAIM, "['n_folds']"),
                     max_output_bytes=int(aws.max_output_mb * (1 << 20)),
-                    max_download_secs=bounds.download_secs(aws.max_output_mb),
+                    max_download_secs=download_secs,
                     training_outcome=_xcom(f"{group}.{WAIT_FOR_TRAINING}"),
                     # The download, then reading and parsing what came (bounded in size).
-                    execution_timeout=bounds.seconds(bounds.download_secs(aws.max_output_mb)) + bounds.EC2_CALLS,
+                    execution_timeout=bounds.seconds(download_secs) + bounds.EC2_CALLS,
                 )
                 # Beside the upload, not before it: the database is updated while the upload runs.
                 mark_training = MarkTrainingOperator(

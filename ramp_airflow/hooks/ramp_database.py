@@ -153,7 +153,7 @@ class RampDatabaseHook(PostgresHook):
             claimed = sql.fetch_submissions(cur, f"s.id = ANY(%s) {sql.OLDEST_FIRST}", (list(stamps),))
             for sub in claimed:
                 sub["run_id"] = training_run_id(sub["id"], stamps[sub["id"]])
-                claim_sql.set_owner(cur, sub["id"], RunRef(dag_id, sub["run_id"]), stamps[sub["id"]])
+                claim_sql.set_owner(cur, sub["id"], RunRef(dag_id, sub["run_id"]))
         self.log.info("Claimed submissions %s of event %s", [s["id"] for s in claimed], event_name)
         return claimed
 
@@ -184,11 +184,9 @@ class RampDatabaseHook(PostgresHook):
                     f"{claimed_by or 'no known run'}: this run does not train it a second time"
                 )
             states.check_transition(sub["id"], sub["state"], states.SENT_TO_TRAINING)
-            cur.execute(f"SELECT {sql.UTC_NOW}")
-            (now,) = cur.fetchone()
-            stamps = "sent_to_training_timestamp = %s, queue_position = 1"
-            sql.set_state(cur, sub["id"], states.SENT_TO_TRAINING, stamps, (now,))
-            claim_sql.set_owner(cur, sub["id"], owner, now)
+            stamps = f"sent_to_training_timestamp = {sql.UTC_NOW}, queue_position = 1"
+            sql.set_state(cur, sub["id"], states.SENT_TO_TRAINING, stamps)
+            claim_sql.set_owner(cur, sub["id"], owner)
         self.log.info("Claimed submission %s for %s", sub["id"], owner)
         return {**sub, "state": states.SENT_TO_TRAINING}
 

@@ -12,9 +12,9 @@ a row only counts for a submission that is in flight.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 from typing import Any
 
+from ramp_airflow.utils.ramp_sql import UTC_NOW, WITH_EVENT
 from ramp_airflow.utils.submission_states import StateTransitionError
 
 TABLE = "ramp_airflow_claims"
@@ -28,8 +28,9 @@ _CREATE = f"""
         claimed_at timestamp NOT NULL
     )
 """
+# Claimed when the claim's transaction began: the same instant as its sent_to_training_timestamp.
 _SET_OWNER = f"""
-    INSERT INTO {TABLE} (submission_id, dag_id, run_id, claimed_at) VALUES (%s, %s, %s, %s)
+    INSERT INTO {TABLE} (submission_id, dag_id, run_id, claimed_at) VALUES (%s, %s, %s, {UTC_NOW})
     ON CONFLICT (submission_id) DO UPDATE
     SET dag_id = EXCLUDED.dag_id, run_id = EXCLUDED.run_id, claimed_at = EXCLUDED.claimed_at
 """
@@ -56,8 +57,9 @@ def ensure_table(cur: Any) -> None:
     cur.execute(_CREATE)
 
 
-def set_owner(cur: Any, submission_id: int, owner: RunRef, claimed_at: datetime.datetime) -> None:
-    cur.execute(_SET_OWNER, (int(submission_id), owner.dag_id, owner.run_id, claimed_at))
+def set_owner(cur: Any, submission_id: int, owner: RunRef) -> None:
+    """Record ``owner`` as the run of the claim made in this transaction."""
+    cur.execute(_SET_OWNER, (int(submission_id), owner.dag_id, owner.run_id))
 
 
 def owner_of(cur: Any, submission_id: int) -> RunRef | None:
@@ -70,9 +72,7 @@ def in_flight_claims(cur: Any, event_name: str, in_flight: tuple[str, ...]) -> l
     """``(id, state, owner or None)`` of each of the event's submissions in flight."""
     cur.execute(
         f"""
-        SELECT s.id, s.state, c.dag_id, c.run_id FROM submissions s
-        JOIN event_teams et ON et.id = s.event_team_id
-        JOIN events e ON e.id = et.event_id
+        SELECT s.id, s.state, c.dag_id, c.run_id FROM {WITH_EVENT}
         LEFT JOIN {TABLE} c ON c.submission_id = s.id
         WHERE e.name = %s AND s.state = ANY(%s) ORDER BY s.id
         """,

@@ -26,17 +26,17 @@ _WAITING = f"s.state = '{states.NEW}' AND s.name <> e.ramp_sandbox_name"
 READY = f"e.name = %s AND {_WAITING}"
 OLDEST_FIRST = "ORDER BY s.submission_timestamp, s.id"
 UTC_NOW = "(now() AT TIME ZONE 'UTC')"  # ramp-database stamps naive datetime.utcnow()
-_WITH_EVENT = "submissions s JOIN event_teams et ON et.id = s.event_team_id JOIN events e ON e.id = et.event_id"
+WITH_EVENT = "submissions s JOIN event_teams et ON et.id = s.event_team_id JOIN events e ON e.id = et.event_id"
 # Of an event's submissions: how many our backend owns now (each holds an instance, or will), and
 # how many wait to be claimed. One query: the loop's trigger runs it every few seconds.
 IN_FLIGHT_AND_WAITING = f"""
     SELECT count(*) FILTER (WHERE s.state = ANY(%s)), count(*) FILTER (WHERE {_WAITING})
-    FROM {_WITH_EVENT} WHERE e.name = %s
+    FROM {WITH_EVENT} WHERE e.name = %s
 """
 # Window functions cannot share a SELECT with FOR UPDATE, hence the second CTE.
 CLAIM = f"""
     WITH picked AS (
-        SELECT s.id, s.submission_timestamp FROM {_WITH_EVENT}
+        SELECT s.id, s.submission_timestamp FROM {WITH_EVENT}
         WHERE {READY} {OLDEST_FIRST} LIMIT %s
         FOR UPDATE OF s SKIP LOCKED
     ), queue AS (
