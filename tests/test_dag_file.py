@@ -51,7 +51,13 @@ def test_every_task_has_a_time_bound(tmp_path, ramp_db, instance, ec2, airflow_h
             bound = task.timeout if isinstance(task, BaseSensorOperator) else task.execution_timeout
             assert bound, f"{dag.dag_id}.{task.task_id} has no time bound"
             bounded.append(task.task_id)
-    assert {"hook_failed_training", "trigger_training", "restart_training", "sweep_orphan_instances"} <= set(bounded)
+    assert {
+        "hook_failed_training",
+        "trigger_training",
+        "restart_training",
+        "sweep_orphan_instances",
+        "stop_disowned_instances",
+    } <= set(bounded)
     training = event_dags(config)[f"ramp_train_{ramp_db.event}"]
     assert training.dagrun_timeout is None  # it would skip the teardown: see dag_factory/bounds.py
     # The default training time limit (ramp-engine's 7200 s) bounds the training's wait.

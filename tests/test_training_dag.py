@@ -174,7 +174,8 @@ def test_a_submission_left_in_flight_becomes_checking_error_once(event):
     hook.set_training(submission_id)
     assert task.submission == f"{{{{ {SUBMISSION} }}}}"
     task.submission = {"id": submission_id}  # as the claim task's XCom renders it
-    task.execute({"run_id": "manual__other"})  # not that run's: left alone
+    with pytest.raises(AirflowFailException, match="no longer this run's"):
+        task.execute({"run_id": "manual__other"})  # not that run's: left alone
     assert event.submission(submission_id)["state"] == "training"
     with pytest.raises(AirflowFailException, match="left training; it is now checking_error"):
         task.execute({"run_id": "manual__left"})
@@ -190,45 +191,19 @@ def test_lost_instance_is_replaced(event, ec2, instance, tmp_path, monkeypatch, 
     sshd goes away and EC2 terminates the instance mid-training: attempt 2 trains on a new one, or,
     on the last attempt, the submission is checking_error (the platform's failure, not the participant's).
     """
-    from ramp_airflow.dag_factory import event_dags
-
-    # Every training sleeps first, long enough for its instance to be lost meanwhile.
-    slow = "bash -c 'sleep 5; exec ramp-test \"$@\"' ramp-test"
-    config = write_event_config(
-        tmp_path / "slow.yml", event.db, instance, ec2, training_command=slow, instance_retries=instance_retries
-    )
-    monkeypatch.setenv("RAMP_AIRFLOW_CONFIG_DIR", str(config))
-    training = event_dags(config)[f"ramp_train_{event.db.event}"]
+    training = slow_dags(event, ec2, instance, tmp_path, monkeypatch, instance_retries=instance_retries)[0]
     submission_id = event.db.submissions["random_forest"]
-    job = os.path.join(instance.kit_dir, "submissions", f"submission_{submission_id:09d}", "training_job")
-    shutil.rmtree(job, ignore_errors=True)  # an earlier test's record
+    job = fresh_job_record(instance, submission_id)
     earlier = instances_of(ec2, submission_id)
     failures = []
     since = datetime.datetime.now(datetime.timezone.utc)
 
-    def started_training() -> bool:
-        # The job's pid file comes before the start command's SSH session ends: dropping connections
-        # in between would lose the instance during the upload, not during the training. Once the
-        # wait waits for its trigger, dag.test() has it queued again (the scheduler: deferred).
-        with create_session() as session:
-            state = session.scalar(
-                select(TaskInstance.state).where(
-                    TaskInstance.dag_id == training.dag_id,
-                    TaskInstance.task_id == "attempt_1.wait_for_training",
-                    TaskInstance.start_date >= since,
-                )
-            )
-        return state in ("queued", "deferred") and os.path.exists(os.path.join(job, "pid"))
-
     def lose_the_first_instance():
         try:
-            wait_for(started_training, "training to start")
+            wait_for(lambda: training_started(training.dag_id, since, job), "training to start")
             (first,) = instances_of(ec2, submission_id, earlier)
             ec2.client().terminate_instances(InstanceIds=[first])
-            # A terminated machine takes its processes and open connections with it (the watch's among them).
-            instance.kill_training(submission_id)
-            instance.drop_connections()
-            instance.stop()
+            machine_gone(instance, submission_id)
             if instance_retries:
                 wait_for(lambda: len(instances_of(ec2, submission_id, earlier)) == 2, "a second instance")
             else:
@@ -259,6 +234,101 @@ def test_lost_instance_is_replaced(event, ec2, instance, tmp_path, monkeypatch, 
     assert states["attempt_1.terminate_instance"] == "success"
     assert recorded["state"] == "scored"
     assert sorted(instances_of(ec2, submission_id, earlier).values()) == ["terminated", "terminated"]
+
+
+def slow_dags(event, ec2, instance, tmp_path, monkeypatch, **aws_overrides):
+    """The training and housekeeping DAGs of a config whose every training sleeps first (5 s)."""
+    from ramp_airflow.dag_factory import event_dags
+
+    slow = "bash -c 'sleep 5; exec ramp-test \"$@\"' ramp-test"
+    config = write_event_config(tmp_path / "slow.yml", event.db, instance, ec2, training_command=slow, **aws_overrides)
+    monkeypatch.setenv("RAMP_AIRFLOW_CONFIG_DIR", str(config))
+    dags = event_dags(config)
+    return dags[f"ramp_train_{event.db.event}"], dags[f"ramp_housekeeping_{event.db.event}"]
+
+
+def fresh_job_record(instance, submission_id: int) -> str:
+    """The folder of the submission's training job record on the bench instance, an earlier test's removed."""
+    job = os.path.join(instance.kit_dir, "submissions", f"submission_{submission_id:09d}", "training_job")
+    shutil.rmtree(job, ignore_errors=True)
+    return job
+
+
+def training_started(dag_id: str, since: datetime.datetime, job: str) -> bool:
+    """
+    The first attempt's training runs and its wait waits for it. The job's pid file comes before the
+    start command's SSH session ends: dropping connections in between would lose the instance during
+    the upload, not during the training. Once the wait waits for its trigger, dag.test() has it queued
+    again (the scheduler: deferred).
+    """
+    return task_state(dag_id, "attempt_1.wait_for_training", since) in ("queued", "deferred") and os.path.exists(
+        os.path.join(job, "pid")
+    )
+
+
+def task_state(dag_id: str, task_id: str, since: datetime.datetime) -> str | None:
+    with create_session() as session:
+        return session.scalar(
+            select(TaskInstance.state).where(
+                TaskInstance.dag_id == dag_id, TaskInstance.task_id == task_id, TaskInstance.start_date >= since
+            )
+        )
+
+
+def machine_gone(instance, submission_id: int) -> None:
+    """What a terminated machine takes with it: its processes and open connections (the watch's among them)."""
+    instance.kill_training(submission_id)
+    instance.drop_connections()
+    instance.stop()
+
+
+def test_a_submission_moved_mid_training_stops_its_run(event, ec2, instance, tmp_path, monkeypatch):
+    """
+    An organiser re-queues a submission while it trains: the housekeeping terminates its instance, and its
+    run, no longer owning the claim, launches no other instance and writes nothing.
+    """
+    training, housekeeping = slow_dags(event, ec2, instance, tmp_path, monkeypatch, instance_retries=1)
+    submission_id = event.db.submissions["random_forest"]
+    job = fresh_job_record(instance, submission_id)
+    earlier = instances_of(ec2, submission_id)
+    since = datetime.datetime.now(datetime.timezone.utc)
+    stop_disowned = housekeeping.get_task("stop_disowned_instances")
+    kept, stopped, failures = [], [], []
+
+    def requeue_mid_training():
+        try:
+            wait_for(lambda: training_started(training.dag_id, since, job), "training to start")
+            kept.extend(instances_of(ec2, submission_id, earlier))
+            assert not set(kept) & set(stop_disowned.execute({})), "the run's own instance was stopped"
+            event.db.query("UPDATE submissions SET state = 'new' WHERE id = %s", (submission_id,))
+            stopped.extend(stop_disowned.execute({}))
+            machine_gone(instance, submission_id)
+            wait_for(
+                lambda: task_state(training.dag_id, "attempt_2.launch_instance", since) == "failed",
+                "the second attempt's launch to be refused",
+            )
+        except Exception as err:  # reported by the test below
+            failures.append(err)
+        finally:
+            instance.start()
+
+    saboteur = threading.Thread(target=requeue_mid_training)
+    saboteur.start()
+    try:
+        dag_run = training.test(run_conf={"submission_id": submission_id})
+    finally:
+        saboteur.join(timeout=120)
+    assert not failures, failures
+
+    states = task_states(dag_run)
+    assert dag_run.state == "failed", states
+    assert states["attempt_1.wait_for_training"] == "skipped" and states["attempt_2.launch_instance"] == "failed"
+    assert states["ensure_final_state"] == "failed"  # the run shows that it trained nothing
+    # Kept while the run owned the claim, stopped once it did not; no other instance was launched.
+    assert len(kept) == 1 and kept[0] in stopped
+    assert instances_of(ec2, submission_id, earlier) == {kept[0]: "terminated"}
+    recorded = event.submission(submission_id)
+    assert recorded["state"] == "new" and not recorded["error_msg"]
 
 
 def wait_for(condition, what: str, timeout: float = 60) -> None:
@@ -319,16 +389,16 @@ def test_an_instance_whose_launch_task_died_is_terminated_by_the_run(event, ec2,
     """Killed after EC2 created the instance, with no retry left: no teardown runs, the run's last task finds it."""
     from ramp_airflow.operators.ec2 import LaunchInstanceOperator
 
-    def launch_then_die(self, context):
+    def launch_then_die(self, submission_id, run_id):
         self.hook.launch_instance(
             image_id=self.ami_image_id or self.hook.resolve_image(None, self.ami_image_name, self.ami_owners),
             instance_type=self.instance_type,
             key_name=self.key_name,
             security_group=self.security_group,
             event_name=self.event_name,
-            submission_id=int(self.submission_id),
+            submission_id=submission_id,
             dag_id=self.dag_id,
-            run_id=context["run_id"],
+            run_id=run_id,
             task_id=self.task_id,
         )
         raise SystemExit("killed right after RunInstances")  # as SIGKILL would: no cleanup of its own

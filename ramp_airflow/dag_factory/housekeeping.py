@@ -1,6 +1,7 @@
 """
 The per-event housekeeping DAG: on its own schedule, whether the loop runs or not, it sets right the
-claims that no live run owns and terminates the event's orphan instances.
+claims that no live run owns, stops the instances whose run lost its claim, and terminates the event's
+orphan instances.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from airflow.sdk import DAG
 from ramp_airflow.config import EventConfig
 from ramp_airflow.dag_factory import bounds
 from ramp_airflow.dag_factory.arguments import aws_credentials, database_arguments
-from ramp_airflow.operators.claims import ReconcileClaimsOperator
+from ramp_airflow.operators.claims import ReconcileClaimsOperator, StopDisownedInstancesOperator
 from ramp_airflow.operators.ec2 import SweepOrphanInstancesOperator
 from ramp_airflow.utils.dag_ids import housekeeping_dag_id, training_dag_id
 
@@ -35,6 +36,12 @@ def build_housekeeping_dag(config: EventConfig) -> DAG:
         doc_md=__doc__,
     ) as dag:
         reconcile_claims(config)
+        StopDisownedInstancesOperator(
+            task_id="stop_disowned_instances",
+            aws_credentials=aws_credentials(config),
+            execution_timeout=bounds.EC2_CALLS,
+            **database_arguments(config),
+        )
         SweepOrphanInstancesOperator(
             task_id="sweep_orphan_instances",
             event_name=config.event_name,

@@ -120,7 +120,6 @@ def build_training_dag(config: EventConfig) -> DAG:
                     # A later attempt runs only when the one before lost its instance (and skipped).
                     trigger_rule=TriggerRule.ALL_SUCCESS if number == 1 else TriggerRule.ALL_SKIPPED,
                     submission_id=submission_id,
-                    event_name=config.event_name,
                     instance_type=aws.instance_type,
                     key_name=aws.key_name,
                     security_group=aws.security_group,
@@ -133,6 +132,8 @@ def build_training_dag(config: EventConfig) -> DAG:
                     max_lifetime_secs=bounds.instance_lifetime_secs(aws),
                     aws_credentials=credentials,
                     execution_timeout=bounds.seconds(aws.spot_wait_secs) + bounds.EC2_CALLS,
+                    # It launches only while this run owns the claim.
+                    **db,
                 )
                 ready = InstanceReadySensor(
                     task_id=WAIT_FOR_INSTANCE,

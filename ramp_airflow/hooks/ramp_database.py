@@ -201,6 +201,25 @@ class RampDatabaseHook(PostgresHook):
             claim_sql.ensure_table(cur)
             return claim_sql.in_flight_claims(cur, event_name, states.IN_FLIGHT)
 
+    def check_claim(self, submission_id: int, owner: RunRef) -> None:
+        """
+        Check that ``owner`` still owns the claim of the submission, and that it is still in flight.
+
+        :raises ClaimLost: when it does not (the submission was re-queued or moved by an organiser).
+        """
+        with self._transaction() as cur:
+            claim_sql.check_owner(cur, sql.lock(cur, submission_id), owner, in_flight=True)
+
+    def claims_of(self, submission_ids: list[int]) -> dict[int, tuple[str, RunRef | None]]:
+        """
+        ``id -> (state, owner)`` of each of these submissions; the owner is None when no run of ours claimed it.
+
+        :param submission_ids: ``submissions.id`` values; those that do not exist are left out.
+        """
+        with self._transaction() as cur:
+            claim_sql.ensure_table(cur)
+            return claim_sql.claims_of(cur, submission_ids)
+
     # Transitions
 
     def _transition(
@@ -214,7 +233,7 @@ class RampDatabaseHook(PostgresHook):
     ) -> None:
         with self._transaction() as cur:
             sub = sql.lock(cur, submission_id)
-            _check_owner(cur, sub, owner)
+            claim_sql.check_owner(cur, sub, owner)
             if repeatable and sub["state"] == target:  # an Airflow retry after the commit
                 self.log.info("Submission %s is already %s", sub["id"], target)
                 return
@@ -279,7 +298,7 @@ class RampDatabaseHook(PostgresHook):
         error_msg = "" if success else str(result.get("error_msg", ""))
         with self._transaction() as cur:
             sub = sql.lock(cur, submission_id)
-            _check_owner(cur, sub, owner)
+            claim_sql.check_owner(cur, sub, owner)
             if sub["state"] != target:  # the same final state again is a retried recording
                 states.check_transition(sub["id"], sub["state"], target)
             if success:
@@ -289,18 +308,6 @@ class RampDatabaseHook(PostgresHook):
             sql.set_state(cur, sub["id"], target, columns, (error_msg, max_ram))
         self.log.info("Recorded the result of submission %s: %s", sub["id"], target)
         return target
-
-
-def _check_owner(cur: Any, sub: Mapping[str, Any], owner: RunRef | None) -> None:
-    """Refuse a write for a run that no longer owns the submission's claim (it was re-queued or moved)."""
-    if owner is None:
-        return
-    claimed_by = claim_sql.owner_of(cur, sub["id"])
-    if claimed_by != owner:
-        raise ClaimLost(
-            f"submission {sub['id']} is no longer this run's to train: it is {sub['state']}, claimed by "
-            f"{claimed_by or 'no known run'} (re-queued or moved by an organiser?); nothing was written"
-        )
 
 
 def _connection(database: DatabaseSettings) -> Connection:

@@ -1,17 +1,25 @@
-"""Set right the claims no live run owns: every submission in flight has a training run that will end it."""
+"""
+Keep claims and runs in step: every submission in flight has a training run that will end it, and
+every instance trains a submission that its run still owns.
+"""
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ramp_airflow.operators.ramp_database import _RampDatabaseOperator
+from ramp_airflow.utils import ec2_tags
+from ramp_airflow.utils.aws_credentials import AwsCredentials
 from ramp_airflow.utils.claim_sql import RunRef
 from ramp_airflow.utils.dag_ids import training_dag_id, training_run_prefix
 from ramp_airflow.utils.run_states import LIVE_RUN_STATES, RUN_STATE_ERRORS, dag_run_state
-from ramp_airflow.utils.submission_states import SENT_TO_TRAINING, StateTransitionError
+from ramp_airflow.utils.submission_states import IN_FLIGHT, SENT_TO_TRAINING, StateTransitionError
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+
+    from ramp_airflow.hooks.ec2 import RampEc2Hook
 
 
 class ReconcileClaimsOperator(_RampDatabaseOperator):
@@ -70,3 +78,53 @@ class ReconcileClaimsOperator(_RampDatabaseOperator):
         self.log.warning("Submission %s is %s: %s It is now checking_error.", submission_id, state, message)
         self.hook.set_checking_error(submission_id, message, owner)
         return []
+
+
+class StopDisownedInstancesOperator(_RampDatabaseOperator):
+    """
+    Terminate the event's instances whose run no longer owns the submission they train: an organiser
+    re-queued it (``ramp-database set-submission-state ... --state new``) or moved it to another state
+    meanwhile. The run then finds its instance lost and, owning no claim, launches no other and writes
+    nothing.
+
+    The instances are listed before the claims are read: a run commits its claim before it launches,
+    so the claim of every instance listed is already visible, and a run just starting keeps its instance.
+
+    :param aws_credentials: how to reach EC2 (the config's ``aws`` section)
+    :return: the ids of the instances it terminated
+    """
+
+    def __init__(self, *, aws_credentials: AwsCredentials, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.aws_credentials = aws_credentials
+
+    @cached_property
+    def ec2(self) -> RampEc2Hook:
+        from ramp_airflow.hooks.ec2 import RampEc2Hook
+
+        return RampEc2Hook(**self.aws_credentials.hook_kwargs())
+
+    def execute(self, context: Context) -> list[str]:
+        trainings = {}  # instance id -> (submission id, the run that launched it)
+        for instance in self.ec2.list_backend_instances(self.event_name):
+            tags = ec2_tags.tags_of(instance)
+            run = RunRef(tags.get(ec2_tags.DAG_ID, ""), tags.get(ec2_tags.RUN_ID, ""))
+            if run.dag_id and run.run_id and tags.get(ec2_tags.SUBMISSION_ID, "").isdigit():
+                trainings[instance["InstanceId"]] = (int(tags[ec2_tags.SUBMISSION_ID]), run)
+        claims = self.hook.claims_of(sorted({sid for sid, _ in trainings.values()}))
+        terminated = []
+        for instance_id, (submission_id, run) in trainings.items():
+            state, owner = claims.get(submission_id, ("deleted", None))
+            if state in IN_FLIGHT and owner == run:
+                continue
+            self.log.warning(
+                "Terminating instance %s of %s: submission %s is %s, claimed by %s",
+                instance_id,
+                run,
+                submission_id,
+                state,
+                owner or "no known run",
+            )
+            self.ec2.terminate_instance(instance_id)
+            terminated.append(instance_id)
+        return terminated

@@ -18,6 +18,7 @@ from ramp_airflow.utils.run_values import given, submission_id_of
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
+    from ramp_airflow.config import DatabaseSettings
     from ramp_airflow.hooks.ec2 import RampEc2Hook
 
 
@@ -63,6 +64,10 @@ class LaunchInstanceOperator(_Ec2Operator):
     :param existing_instance_id: train on this instance instead (templated); it is left running
     :param max_lifetime_secs: a launched instance powers itself off, and so is terminated, after
         this long, even if Airflow is gone (None: no such failsafe)
+    :param postgres_conn_id: with ``database``, how to reach the RAMP database (as its operators do).
+        When either is given, nothing is launched unless this run still owns the submission's claim, so
+        that a submission re-queued or moved by an organiser costs no instance.
+    :param database: the config's ``sqlalchemy`` section
     """
 
     template_fields: Sequence[str] = ("submission_id", "existing_instance_id")
@@ -83,10 +88,14 @@ class LaunchInstanceOperator(_Ec2Operator):
         spot_wait_secs: float = 120,
         existing_instance_id: str | None = None,
         max_lifetime_secs: float | None = None,
+        postgres_conn_id: str | None = None,
+        database: DatabaseSettings | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.submission_id = submission_id
+        self.postgres_conn_id = postgres_conn_id
+        self.database = database
         self.max_lifetime_secs = max_lifetime_secs
         self.event_name = event_name
         self.instance_type = instance_type
@@ -100,7 +109,23 @@ class LaunchInstanceOperator(_Ec2Operator):
         self.existing_instance_id = existing_instance_id
 
     def execute(self, context: Context) -> str:
-        return self._existing_instance() or self._launch(context)
+        try:
+            submission_id = submission_id_of(self.submission_id)
+        except ValueError as err:
+            raise AirflowFailException(str(err)) from None
+        self._check_claim(submission_id, context["run_id"])
+        return self._existing_instance() or self._launch(submission_id, context["run_id"])
+
+    def _check_claim(self, submission_id: int, run_id: str) -> None:
+        if self.postgres_conn_id is None and self.database is None:
+            return
+        from ramp_airflow.hooks.ramp_database import ClaimLost, RampDatabaseHook, RunRef
+
+        hook = RampDatabaseHook(postgres_conn_id=self.postgres_conn_id, database=self.database)
+        try:
+            hook.check_claim(submission_id, RunRef(self.dag_id, run_id))
+        except ClaimLost as err:
+            raise AirflowFailException(f"No instance launched: {err}") from None
 
     def _existing_instance(self) -> str | None:
         existing_id = given(self.existing_instance_id)
@@ -115,13 +140,9 @@ class LaunchInstanceOperator(_Ec2Operator):
             self.log.info("Training on the existing instance %s (%s); it will be left running", existing_id, state)
         return existing_id
 
-    def _launch(self, context: Context) -> str:
-        try:
-            submission_id = submission_id_of(self.submission_id)
-        except ValueError as err:
-            raise AirflowFailException(str(err)) from None
+    def _launch(self, submission_id: int, run_id: str) -> str:
         image_id = self.hook.resolve_image(self.ami_image_id, self.ami_image_name, self.ami_owners)
-        launch = dict(submission_id=submission_id, dag_id=self.dag_id, run_id=context["run_id"], task_id=self.task_id)
+        launch = dict(submission_id=submission_id, dag_id=self.dag_id, run_id=run_id, task_id=self.task_id)
         try:
             return self.hook.launch_instance(
                 image_id=image_id,

@@ -12,7 +12,7 @@ from ramp_airflow.utils import training_states as ts
 from ramp_airflow.utils.claim_sql import ClaimLost, RunRef
 from ramp_airflow.utils.dag_ids import training_dag_id
 from ramp_airflow.utils.run_conf import RunConfError, parse_run_conf
-from ramp_airflow.utils.submission_states import IN_FLIGHT, StateTransitionError
+from ramp_airflow.utils.submission_states import IN_FLIGHT, NEW, StateTransitionError
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -178,7 +178,9 @@ class FinalizeSubmissionOperator(_RampDatabaseOperator):
     The training run's last task, which runs whatever failed before it. A submission still in
     an intermediate state goes to ``checking_error`` (a failure on the platform's side) with
     ``message``, and the task fails so that the run shows the failure; it is not retried, since
-    another try would find nothing left to do and hide it.
+    another try would find nothing left to do and hide it. A submission that an organiser took
+    from the run meanwhile (put back to ``new``, or claimed by another run) is left as it is, and
+    the task fails too: the run trained nothing.
 
     :param submission: the submission as the claim task returned it (templated); when the claim
         itself failed there is nothing to finalize.
@@ -197,14 +199,18 @@ class FinalizeSubmissionOperator(_RampDatabaseOperator):
             raise AirflowSkipException("no submission was claimed by this run")
         submission_id = int(self.submission["id"])
         state = self.hook.get_submission(submission_id)["state"]
+        if state == NEW:
+            # Only an organiser puts a claimed submission back (ramp-database set-submission-state).
+            raise AirflowFailException(
+                f"submission {submission_id} was put back to new while this run had it: it recorded nothing"
+            )
         if state not in IN_FLIGHT:
             self.log.info("Submission %s is %s: nothing to do", submission_id, state)
             return
         try:
             self.hook.set_checking_error(submission_id, self.message, self.this_run(context))
         except ClaimLost as err:
-            self.log.info("%s", err)
-            return
+            raise AirflowFailException(str(err)) from None
         raise AirflowFailException(
             f"submission {submission_id} was left {state}; it is now checking_error: {self.message}"
         )

@@ -15,7 +15,7 @@ import dataclasses
 from typing import Any
 
 from ramp_airflow.utils.ramp_sql import UTC_NOW, WITH_EVENT
-from ramp_airflow.utils.submission_states import StateTransitionError
+from ramp_airflow.utils.submission_states import IN_FLIGHT, StateTransitionError
 
 TABLE = "ramp_airflow_claims"
 # Serialises the table's creation between processes (CREATE TABLE IF NOT EXISTS alone can race).
@@ -66,6 +66,38 @@ def owner_of(cur: Any, submission_id: int) -> RunRef | None:
     cur.execute(f"SELECT dag_id, run_id FROM {TABLE} WHERE submission_id = %s", (int(submission_id),))
     row = cur.fetchone()
     return RunRef(*row) if row else None
+
+
+def check_owner(cur: Any, sub: dict, owner: RunRef | None, in_flight: bool = False) -> None:
+    """
+    Refuse a write (or a launch) for a run that no longer owns the submission's claim: it was re-queued
+    or moved by an organiser.
+
+    :param sub: the submission, locked by the caller's transaction (``id`` and ``state``)
+    :param owner: the run that must own the claim; None: anyone may write
+    :param in_flight: also refuse when the submission is no longer ``sent_to_training`` or ``training``
+    :raises ClaimLost: naming the submission's state and its claim's owner
+    """
+    if owner is None:
+        return
+    claimed_by = owner_of(cur, sub["id"])
+    if claimed_by != owner or (in_flight and sub["state"] not in IN_FLIGHT):
+        raise ClaimLost(
+            f"submission {sub['id']} is no longer this run's to train: it is {sub['state']}, claimed by "
+            f"{claimed_by or 'no known run'} (re-queued or moved by an organiser?); nothing was done"
+        )
+
+
+def claims_of(cur: Any, submission_ids: list[int]) -> dict[int, tuple[str, RunRef | None]]:
+    """``id -> (state, owner or None)`` of the submissions ``submission_ids`` that exist."""
+    cur.execute(
+        f"""
+        SELECT s.id, s.state, c.dag_id, c.run_id FROM submissions s
+        LEFT JOIN {TABLE} c ON c.submission_id = s.id WHERE s.id = ANY(%s)
+        """,
+        ([int(i) for i in submission_ids],),
+    )
+    return {sid: (state, RunRef(dag_id, run_id) if run_id else None) for sid, state, dag_id, run_id in cur.fetchall()}
 
 
 def in_flight_claims(cur: Any, event_name: str, in_flight: tuple[str, ...]) -> list[tuple[int, str, RunRef | None]]:
