@@ -18,20 +18,50 @@ def _summary(config: EventConfig) -> str:
     return f"event {config.event_name}: {image}, {aws.instance_type}, {commands}"
 
 
+def _load(path: str) -> EventConfig | None:
+    """The file's config, or None after printing its problems."""
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
 def check_config(paths: list[str]) -> int:
     """Validate each file; print one summary line per good file and one line per problem."""
     status = 0
     for path in paths:
-        try:
-            config = load_config(path)
-        except ConfigError as err:
+        config = _load(path)
+        if config is None:
             status = 2
-            for problem in err.problems:
-                print(problem, file=sys.stderr)
-        else:
-            print(f"{path}: OK: {_summary(config)}")
-            if warning := _exposed_secrets(config):
-                print(f"{path}: warning: {warning}", file=sys.stderr)
+            continue
+        print(f"{path}: OK: {_summary(config)}")
+        if warning := _exposed_secrets(config):
+            print(f"{path}: warning: {warning}", file=sys.stderr)
+    return status
+
+
+def check_aws(paths: list[str]) -> int:
+    """Check each file's AWS account setup with read-only EC2 calls; 2 when a file or a check has an error."""
+    # Airflow logs to stdout, where the lines go, and reads its level once, on import; every finding,
+    # an error too, is a line already. AIRFLOW__LOGGING__LOGGING_LEVEL=INFO shows the logs anyway.
+    if "airflow" not in sys.modules:
+        os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "CRITICAL")
+    # Airflow and boto3 load only for this command: check-config stays quick.
+    from ramp_airflow.check_aws import account_lines
+    from ramp_airflow.utils.account_check import ERROR
+
+    status = 0
+    for path in paths:
+        config = _load(path)
+        if config is None:
+            status = 2
+            continue
+        for line in account_lines(config):
+            print(f"{path}: {line}")
+            if line.level == ERROR:
+                status = 2
     return status
 
 
@@ -53,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check-config", help="validate event config files")
     check.add_argument("paths", nargs="+", metavar="PATH", help="config.yml files to check")
+    aws = commands.add_parser("check-aws", help="check an event's AMI, key pair and security group on EC2 (read-only)")
+    aws.add_argument("paths", nargs="+", metavar="CONFIG", help="config.yml files whose AWS setup to check")
     args = parser.parse_args(argv)
-    return check_config(args.paths)
+    return {"check-config": check_config, "check-aws": check_aws}[args.command](args.paths)
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ _SPOT = {
 }
 
 
-def _code(err: ClientError) -> str:
-    return err.response.get("Error", {}).get("Code", "")
+def is_group_id(security_group: str) -> bool:
+    """Whether ``aws.security_group`` is a group id (``sg-...``) rather than a name in the default VPC."""
+    return security_group.startswith("sg-")
 
 
 class RampEc2Hook(EC2Hook):
@@ -78,7 +79,7 @@ class RampEc2Hook(EC2Hook):
         try:
             yield
         except ClientError as err:
-            code, message = _code(err), err.response.get("Error", {}).get("Message", "")
+            code, message = ec2_errors.code_of(err), err.response.get("Error", {}).get("Message", "")
             text = ec2_errors.explain(code, message, action, **facts)
             self.log.error("%s", text)
             raise (AirflowException if ec2_errors.is_retryable(code) else AirflowFailException)(text) from err
@@ -174,7 +175,7 @@ class RampEc2Hook(EC2Hook):
             return instance_id
         tag_values = ec2_tags.instance_tags(event_name, submission_id, dag_id, run_id, task_id)
         tags = [{"Key": key, "Value": value} for key, value in tag_values.items()]
-        group = {"SecurityGroupIds" if security_group.startswith("sg-") else "SecurityGroups": [security_group]}
+        group = {"SecurityGroupIds" if is_group_id(security_group) else "SecurityGroups": [security_group]}
         params = dict(
             ImageId=image_id,
             InstanceType=instance_type,
@@ -206,13 +207,14 @@ class RampEc2Hook(EC2Hook):
             try:
                 return self._run({**params, "InstanceMarketOptions": _SPOT}, token(f"spot-{attempt}"), "spot")
             except ClientError as err:
-                if _code(err) not in ec2_errors.SPOT_UNAVAILABLE_CODES:
+                code = ec2_errors.code_of(err)
+                if code not in ec2_errors.SPOT_UNAVAILABLE_CODES:
                     raise
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    self.log.warning("No spot capacity in %ss (%s): launching on demand", spot_wait_secs, _code(err))
+                    self.log.warning("No spot capacity in %ss (%s): launching on demand", spot_wait_secs, code)
                     return None
-                self.log.info("No spot capacity yet (%s); trying again for %.0fs more", _code(err), remaining)
+                self.log.info("No spot capacity yet (%s); trying again for %.0fs more", code, remaining)
                 time.sleep(min(self.spot_retry_secs, remaining))
                 attempt += 1
 
@@ -278,7 +280,7 @@ def _unknown_instance() -> Iterator[None]:
     try:
         yield
     except ClientError as err:
-        if _code(err) != _NOT_FOUND:
+        if ec2_errors.code_of(err) != _NOT_FOUND:
             raise
 
 

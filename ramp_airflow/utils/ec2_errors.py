@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from botocore import exceptions as boto_errors
+
 # Capacity comes back by itself: a later try (a task retry) may succeed.
 CAPACITY_CODES = ("InsufficientInstanceCapacity", "InsufficientCapacity", "InsufficientHostCapacity")
 # What a spot request answers when spot capacity or price does not allow it right now.
 SPOT_UNAVAILABLE_CODES = (*CAPACITY_CODES, "SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded")
 _PERMISSION_CODES = ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "AuthFailure")
+# The credentials themselves are refused: no other request can succeed either.
+_REFUSED_CREDENTIALS_CODES = ("AuthFailure",)
 _INSTANCE_TYPE_CODES = ("InvalidParameterValue", "Unsupported", "InvalidInstanceType", "InvalidInstanceType.NotFound")
+
+
+def code_of(err: boto_errors.ClientError) -> str:
+    """botocore's ``Error.Code`` of a refused request."""
+    return err.response.get("Error", {}).get("Code", "")
 
 
 def is_retryable(code: str) -> bool:
@@ -51,3 +60,36 @@ def explain(code: str, message: str, action: str, instance_type: str | None = No
     else:
         text = f"EC2 refused to {action}."
     return f"Could not {action}: {text} (EC2 said {code}: {message})"
+
+
+def explain_unanswered(err: boto_errors.BotoCoreError, action: str) -> str:
+    """
+    One plain sentence about a request that EC2 never answered: no credentials, or no endpoint.
+
+    :param err: what botocore raised instead of an answer
+    :param action: what was being done, e.g. "find the key pair"
+    """
+    if isinstance(err, boto_errors.NoCredentialsError | boto_errors.PartialCredentialsError):
+        text = (
+            "no AWS credentials were found: give aws.aws_conn_id, aws.profile_name, or aws.access_key_id with "
+            "aws.secret_access_key (or set boto3's environment, e.g. AWS_PROFILE)."
+        )
+    elif isinstance(err, boto_errors.NoRegionError):
+        text = "no AWS region is set: give aws.region_name (or the Airflow AWS connection's region_name extra)."
+    elif isinstance(err, boto_errors.ProfileNotFound):
+        text = "the AWS profile does not exist on this machine: check aws.profile_name (or AWS_PROFILE)."
+    elif isinstance(err, boto_errors.ConnectionError):
+        text = (
+            "EC2 cannot be reached: check aws.region_name, the endpoint (the Airflow AWS connection's endpoint_url "
+            "extra, AWS_ENDPOINT_URL) and this machine's network."
+        )
+    else:
+        text = "boto3 failed before EC2 could answer."
+    return f"Could not {action}: {text} (botocore said: {err})"
+
+
+def no_request_can_succeed(err: Exception) -> bool:
+    """True when the credentials or the endpoint fail, so that every other request would fail alike."""
+    if isinstance(err, boto_errors.ClientError):
+        return code_of(err) in _REFUSED_CREDENTIALS_CODES
+    return isinstance(err, boto_errors.BotoCoreError)
