@@ -79,6 +79,26 @@ def test_loop_claims_no_more_than_the_cap_leaves_room_for(loop_dag, fresh_ramp_d
     assert state(SHELL) == "new"
 
 
+def test_loop_gives_no_team_more_than_its_cap(loop_dag, fresh_ramp_db):
+    """max_concurrent_per_team 1: each team's oldest is claimed; test_user's second waits, and so does the loop."""
+    db = fresh_ramp_db
+    loop = loop_dag(max_concurrent_per_team=1)
+
+    def state(name: str) -> str:
+        return db.query("SELECT state FROM submissions WHERE id = %s", (db.submissions[name],))[0][0]
+
+    assert loop.test().state == "success"
+    assert [state(name) for name in ("random_forest", "error_in_fit", SHELL)] == [
+        "sent_to_training",
+        "new",
+        "sent_to_training",
+    ]
+    # Only capped submissions wait: the trigger sees no room, and the run ends with its wait skipped.
+    second = loop.test()
+    assert {ti.task_id: ti.state for ti in second.get_task_instances()}["wait_for_new_submissions"] == "skipped"
+    assert state("error_in_fit") == "new"
+
+
 def test_a_requeued_submission_is_trained_again_by_a_new_run(loop, fresh_ramp_db):
     """ramp-database set-submission-state --state new, after a scored or a failed training."""
     db = fresh_ramp_db

@@ -145,6 +145,22 @@ def test_room_for_training_counts_waiting_and_in_flight(fresh_ramp_db):
     assert hook.room_for_training(db.event, 10) == 0  # nothing left waiting
 
 
+def test_the_claim_gives_no_team_more_than_its_cap(fresh_ramp_db):
+    """max_concurrent_per_team 1: test_user's oldest, then test_user_2's; test_user's next once its first ends."""
+    db, hook = fresh_ramp_db, _hook(fresh_ramp_db)
+    rf, err = db.submissions["random_forest"], db.submissions["error_in_fit"]
+    assert hook.room_for_training(db.event, 10, 1) == 2  # one per team, though three wait
+    claimed = hook.claim_new_submissions(db.event, 5, DAG, max_concurrent_per_team=1)
+    assert [s["id"] for s in claimed] == [rf, db.submissions[SHELL_NAME]]
+    assert hook.room_for_training(db.event, 10, 1) == 0
+    assert hook.claim_new_submissions(db.event, 5, DAG, max_concurrent_per_team=1) == []
+    hook.set_training(rf)  # training counts as sent_to_training does
+    assert hook.claim_new_submissions(db.event, 5, DAG, max_concurrent_per_team=1) == []
+    hook.record_results(rf, {"success": False, "error_msg": "boom"})
+    assert hook.room_for_training(db.event, 10, 1) == 1
+    assert [s["id"] for s in hook.claim_new_submissions(db.event, 5, DAG, max_concurrent_per_team=1)] == [err]
+
+
 def test_claim_submission(fresh_ramp_db):
     db, hook = fresh_ramp_db, _hook(fresh_ramp_db)
     rf = db.submissions["random_forest"]
@@ -216,24 +232,30 @@ def _add_submissions(db, n: int) -> None:
         )
 
 
-def _claim_until_empty(settings: DatabaseSettings, event: str, barrier, results) -> None:
+def _claim_until_empty(settings: DatabaseSettings, event: str, team_cap: int | None, barrier, results) -> None:
     hook = RampDatabaseHook(database=settings)
     barrier.wait(timeout=120)
     got = []
-    while claimed := hook.claim_new_submissions(event, 1, DAG):
+    while claimed := hook.claim_new_submissions(event, 1, DAG, max_concurrent_per_team=team_cap):
         got += [s["id"] for s in claimed]
     results.put((os.getpid(), got))
 
 
-def test_concurrent_claims_from_processes_never_overlap(fresh_ramp_db):
+@pytest.mark.parametrize("team_cap", [None, 3], ids=["no team cap", "team cap 3"])
+def test_concurrent_claims_from_processes_never_overlap(fresh_ramp_db, team_cap):
+    """Four processes claim one at a time until nothing is left: no claim twice, and no team past its cap."""
     db = fresh_ramp_db
-    _add_submissions(db, 24)
-    expected = {i for (i,) in db.query(WAITING, (db.event,))}
+    _add_submissions(db, 24)  # all test_user's
+    waiting = [i for (i,) in db.query(WAITING + " ORDER BY s.submission_timestamp, s.id", (db.event,))]
+    shell = db.submissions[SHELL_NAME]  # test_user_2's only one
+    # With the cap, nothing ends meanwhile: test_user gets its three oldest, test_user_2 its one.
+    expected = set(waiting) if team_cap is None else {*[i for i in waiting if i != shell][:team_cap], shell}
     # fork: the parent holds no database connection (each hook call opens and closes its own),
     # and the children start in a second instead of re-importing Airflow.
     ctx = multiprocessing.get_context("fork")
     barrier, results = ctx.Barrier(4), ctx.Queue()
-    procs = [ctx.Process(target=_claim_until_empty, args=(_settings(db), db.event, barrier, results)) for _ in range(4)]
+    args = (_settings(db), db.event, team_cap, barrier, results)
+    procs = [ctx.Process(target=_claim_until_empty, args=args) for _ in range(4)]
     for p in procs:
         p.start()
     try:

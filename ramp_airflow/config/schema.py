@@ -101,6 +101,8 @@ class AwsSettings:
     # The most a training's download (output, log, memory profile) may take on the Airflow side.
     max_output_mb: float = setting("number", 1024, positive=True)
     max_concurrent_instances: int = setting("int", 10, positive=True)
+    # The loop never claims more than this many of one team's submissions at once (None: no such cap).
+    max_concurrent_per_team: int | None = setting("int", None, positive=True)
     instance_retries: int = setting("int", 1)
     # The housekeeping DAG: how often it runs, and how old an instance must be before it may be swept.
     orphan_sweep_interval_secs: float = setting("number", 300, positive=True)

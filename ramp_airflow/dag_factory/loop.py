@@ -39,6 +39,7 @@ def build_loop_dag(config: EventConfig) -> DAG:
             task_id="wait_for_new_submissions",
             event_name=config.event_name,
             max_concurrent_instances=aws.max_concurrent_instances,
+            max_concurrent_per_team=aws.max_concurrent_per_team,
             postgres_conn_id=config.database.postgres_conn_id,
             config_path=config.path,
             poke_interval=interval,

@@ -73,18 +73,23 @@ class RampDatabaseHook(PostgresHook):
 
     # Reads
 
-    def room_for_training(self, event_name: str, max_concurrent_instances: int) -> int:
+    def room_for_training(
+        self, event_name: str, max_concurrent_instances: int, max_concurrent_per_team: int | None = None
+    ) -> int:
         """
-        How many of the event's new submissions can be claimed now: no more than are waiting, and
-        no more than leave at most ``max_concurrent_instances`` of them ``sent_to_training`` or ``training``.
+        How many of the event's new submissions can be claimed now: no more than are waiting (and fit
+        under their team's cap), and no more than leave at most ``max_concurrent_instances`` of them
+        ``sent_to_training`` or ``training``.
 
         :param event_name: the RAMP event (``events.name``).
         :param max_concurrent_instances: the cap on trainings at once (``aws.max_concurrent_instances``).
+        :param max_concurrent_per_team: the cap on one team's (``aws.max_concurrent_per_team``; None: none).
         """
+        team_cap = max_concurrent_per_team or sql.NO_TEAM_CAP
         with self._transaction() as cur:
-            cur.execute(sql.IN_FLIGHT_AND_WAITING, (list(states.IN_FLIGHT), event_name))
+            cur.execute(sql.IN_FLIGHT_AND_WAITING, (list(states.IN_FLIGHT), event_name, team_cap))
             in_flight, waiting = cur.fetchone()
-        return max(0, min(waiting, max_concurrent_instances - in_flight))
+        return max(0, min(int(waiting), max_concurrent_instances - int(in_flight)))
 
     def get_submission(self, submission_id: int) -> dict:
         """
@@ -126,18 +131,24 @@ class RampDatabaseHook(PostgresHook):
 
     # Claims
 
-    def claim_new_submissions(self, event_name: str, limit: int, dag_id: str) -> list[dict]:
+    def claim_new_submissions(
+        self, event_name: str, limit: int, dag_id: str, max_concurrent_per_team: int | None = None
+    ) -> list[dict]:
         """
         Move up to ``limit`` new submissions of the event to ``sent_to_training``, oldest first, each
         claimed for a training run of ``dag_id`` whose run id comes from the claim (see
         :func:`~ramp_airflow.utils.dag_ids.training_run_id`).
 
-        Rows locked by a concurrent claimer are skipped, so two claimers never get the same one.
-        Each claimed submission gets ``sent_to_training_timestamp`` and ``queue_position`` 1..N.
+        Rows locked by a concurrent claimer are skipped, so two claimers never get the same one; each
+        claimer only takes from a team's oldest waiting submissions that fit under its cap, so the cap
+        holds under concurrency too. Each claimed submission gets ``sent_to_training_timestamp`` and
+        ``queue_position`` 1..N.
 
         :param event_name: ``events.name``.
         :param limit: the most submissions to claim.
         :param dag_id: the training DAG whose runs will own the claims.
+        :param max_concurrent_per_team: the most of one team's submissions in flight once claimed
+            (``aws.max_concurrent_per_team``; None: no such cap); a team's oldest go first.
         :return: the claimed submissions (state ``sent_to_training``), oldest first, each with the
             ``run_id`` of the run that owns it.
         """
@@ -145,7 +156,9 @@ class RampDatabaseHook(PostgresHook):
             return []
         with self._transaction() as cur:
             claim_sql.ensure_table(cur)
-            cur.execute(sql.CLAIM, (event_name, int(limit), states.SENT_TO_TRAINING))
+            team_cap = max_concurrent_per_team or sql.NO_TEAM_CAP
+            params = (event_name, list(states.IN_FLIGHT), event_name, team_cap, int(limit), states.SENT_TO_TRAINING)
+            cur.execute(sql.CLAIM, params)
             stamps = dict(cur.fetchall())
             if not stamps:
                 return []

@@ -30,10 +30,12 @@ class NewSubmissionsSensor(BaseSensorOperator):
 
     Claiming in the task that waits, as it resumes, saves a task start between a submission's
     arrival and its training run. The room is ``max_concurrent_instances`` minus the event's submissions
-    already ``sent_to_training`` or ``training``, so that the wait holds while the cap is reached.
+    already ``sent_to_training`` or ``training``, so that the wait holds while the cap is reached; and
+    only the submissions that fit under their team's cap count as waiting.
 
     :param event_name: the event.
     :param max_concurrent_instances: the cap on submissions in training at once (``aws.max_concurrent_instances``).
+    :param max_concurrent_per_team: the cap on one team's (``aws.max_concurrent_per_team``; None: none).
     :param postgres_conn_id: an Airflow Postgres connection to the RAMP database; wins over
         the config's settings.
     :param config_path: the event config, whose ``sqlalchemy`` settings are used without a
@@ -53,6 +55,7 @@ class NewSubmissionsSensor(BaseSensorOperator):
         *,
         event_name: str,
         max_concurrent_instances: int,
+        max_concurrent_per_team: int | None = None,
         postgres_conn_id: str | None = None,
         config_path: str | None = None,
         deferrable: bool = True,
@@ -61,6 +64,7 @@ class NewSubmissionsSensor(BaseSensorOperator):
         super().__init__(**kwargs)
         self.event_name = event_name
         self.max_concurrent_instances = max_concurrent_instances
+        self.max_concurrent_per_team = max_concurrent_per_team
         self.postgres_conn_id = postgres_conn_id
         self.config_path = config_path
         self.deferrable = deferrable
@@ -82,6 +86,7 @@ class NewSubmissionsSensor(BaseSensorOperator):
             trigger=NewSubmissionsTrigger(
                 event_name=self.event_name,
                 max_concurrent_instances=self.max_concurrent_instances,
+                max_concurrent_per_team=self.max_concurrent_per_team,
                 postgres_conn_id=self.postgres_conn_id,
                 config_path=self.config_path,
                 poll_interval=self.poke_interval,
@@ -91,7 +96,7 @@ class NewSubmissionsSensor(BaseSensorOperator):
         )
 
     def poke(self, context: Context) -> PokeReturnValue:
-        room = self.hook.room_for_training(self.event_name, self.max_concurrent_instances)
+        room = self._room()
         if room <= 0:
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self._claim(room))
@@ -101,9 +106,13 @@ class NewSubmissionsSensor(BaseSensorOperator):
             raise AirflowSkipException(f"no new submission for {self.event_name} in {self.timeout:.0f} s")
         if not event or event.get("status") != "success":
             raise AirflowException(f"waiting for new submissions of {self.event_name} failed: {event}")
-        return self._claim(self.hook.room_for_training(self.event_name, self.max_concurrent_instances))
+        return self._claim(self._room())
+
+    def _room(self) -> int:
+        return self.hook.room_for_training(self.event_name, self.max_concurrent_instances, self.max_concurrent_per_team)
 
     def _claim(self, room: int) -> list[dict[str, Any]]:
-        claimed = self.hook.claim_new_submissions(self.event_name, room, training_dag_id(self.event_name))
+        dag_id = training_dag_id(self.event_name)
+        claimed = self.hook.claim_new_submissions(self.event_name, room, dag_id, self.max_concurrent_per_team)
         self.log.info("Claimed %s", ", ".join(str(s["id"]) for s in claimed) or "nothing")
         return [{"trigger_run_id": s["run_id"], "conf": {"submission_id": s["id"]}} for s in claimed]

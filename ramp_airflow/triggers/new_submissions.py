@@ -18,6 +18,7 @@ class NewSubmissionsTrigger(BaseTrigger):
     :param event_name: the event.
     :param max_concurrent_instances: the cap on the event's submissions ``sent_to_training`` or ``training``
         (``aws.max_concurrent_instances``).
+    :param max_concurrent_per_team: the cap on one team's (``aws.max_concurrent_per_team``; None: none).
     :param postgres_conn_id: an Airflow Postgres connection to the RAMP database.
     :param config_path: the event config whose ``sqlalchemy`` settings to use without a connection
         id. A path rather than the settings, because trigger arguments are stored in Airflow's
@@ -30,6 +31,7 @@ class NewSubmissionsTrigger(BaseTrigger):
         self,
         event_name: str,
         max_concurrent_instances: int,
+        max_concurrent_per_team: int | None = None,
         postgres_conn_id: str | None = None,
         config_path: str | None = None,
         poll_interval: float = 2,
@@ -38,6 +40,7 @@ class NewSubmissionsTrigger(BaseTrigger):
         super().__init__()
         self.event_name = event_name
         self.max_concurrent_instances = max_concurrent_instances
+        self.max_concurrent_per_team = max_concurrent_per_team
         self.postgres_conn_id = postgres_conn_id
         self.config_path = config_path
         self.poll_interval = poll_interval
@@ -49,6 +52,7 @@ class NewSubmissionsTrigger(BaseTrigger):
             {
                 "event_name": self.event_name,
                 "max_concurrent_instances": self.max_concurrent_instances,
+                "max_concurrent_per_team": self.max_concurrent_per_team,
                 "postgres_conn_id": self.postgres_conn_id,
                 "config_path": self.config_path,
                 "poll_interval": self.poll_interval,
@@ -64,7 +68,9 @@ class NewSubmissionsTrigger(BaseTrigger):
         deadline = time.monotonic() + self.wait_secs
         while True:
             # The database driver blocks; a thread keeps the triggerer's event loop free.
-            room = await asyncio.to_thread(hook.room_for_training, self.event_name, self.max_concurrent_instances)
+            room = await asyncio.to_thread(
+                hook.room_for_training, self.event_name, self.max_concurrent_instances, self.max_concurrent_per_team
+            )
             if room > 0:
                 yield TriggerEvent({"status": "success", "count": room})
                 return

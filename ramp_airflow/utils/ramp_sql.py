@@ -27,17 +27,36 @@ READY = f"e.name = %s AND {_WAITING}"
 OLDEST_FIRST = "ORDER BY s.submission_timestamp, s.id"
 UTC_NOW = "(now() AT TIME ZONE 'UTC')"  # ramp-database stamps naive datetime.utcnow()
 WITH_EVENT = "submissions s JOIN event_teams et ON et.id = s.event_team_id JOIN events e ON e.id = et.event_id"
-# Of an event's submissions: how many our backend owns now (each holds an instance, or will), and
-# how many wait to be claimed. One query: the loop's trigger runs it every few seconds.
+# No cap on a team's submissions in flight: an int4 that no count reaches.
+NO_TEAM_CAP = 2**31 - 1
+# Of an event's submissions: how many our backend owns now (each holds an instance, or will), and how
+# many wait that may be claimed (no more of a team's than fit under its cap, the last parameter). One
+# query: the loop's trigger runs it every few seconds.
 IN_FLIGHT_AND_WAITING = f"""
-    SELECT count(*) FILTER (WHERE s.state = ANY(%s)), count(*) FILTER (WHERE {_WAITING})
-    FROM {WITH_EVENT} WHERE e.name = %s
+    WITH per_team AS (
+        SELECT count(*) FILTER (WHERE s.state = ANY(%s)) AS in_flight, count(*) FILTER (WHERE {_WAITING}) AS waiting
+        FROM {WITH_EVENT} WHERE e.name = %s GROUP BY et.team_id
+    )
+    SELECT COALESCE(sum(in_flight), 0), COALESCE(sum(LEAST(waiting, GREATEST(0, %s - in_flight))), 0) FROM per_team
 """
-# Window functions cannot share a SELECT with FOR UPDATE, hence the second CTE.
+# The oldest waiting submissions, each team's only while they fit under its cap: a team's load is its
+# submissions in flight plus its waiting ones up to this one. Window functions cannot share a SELECT
+# with FOR UPDATE, hence the separate CTEs. Concurrent claimers all pick from the same oldest few of a
+# team, and the state is checked again on the locked row itself (a row another claimer took meanwhile
+# is no longer new), so the cap holds without a lock of its own. Parameters: in-flight states, event,
+# event, team cap, limit, the claimed state.
 CLAIM = f"""
-    WITH picked AS (
-        SELECT s.id, s.submission_timestamp FROM {WITH_EVENT}
-        WHERE {READY} {OLDEST_FIRST} LIMIT %s
+    WITH team_in_flight AS (
+        SELECT et.team_id, count(*) AS n FROM {WITH_EVENT}
+        WHERE e.name = %s AND s.state = ANY(%s) GROUP BY et.team_id
+    ), ranked AS (
+        SELECT s.id, COALESCE(f.n, 0)
+            + row_number() OVER (PARTITION BY et.team_id ORDER BY s.submission_timestamp, s.id) AS team_load
+        FROM {WITH_EVENT} LEFT JOIN team_in_flight f ON f.team_id = et.team_id
+        WHERE {READY}
+    ), picked AS (
+        SELECT s.id, s.submission_timestamp FROM submissions s JOIN ranked r ON r.id = s.id
+        WHERE s.state = '{states.NEW}' AND r.team_load <= %s {OLDEST_FIRST} LIMIT %s
         FOR UPDATE OF s SKIP LOCKED
     ), queue AS (
         SELECT id, row_number() OVER (ORDER BY submission_timestamp, id) AS position FROM picked
