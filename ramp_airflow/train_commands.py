@@ -74,6 +74,7 @@ def ramp_aws_train(argv: list[str] | None = None) -> int:
     parser.add_argument("--team", required=True, help="the submission's team")
     parser.add_argument("--name", required=True, help="the submission's name")
     parser.add_argument("--instance-id", help="train on this running instance and leave it running")
+    parser.add_argument("--retrain", action="store_true", help="train the submission again if it was trained already")
     args = parser.parse_args(argv)
     config = _load(parser, args.config)
     if args.event != config.event_name:
@@ -111,7 +112,7 @@ def _train_in_foreground(config: EventConfig, args: argparse.Namespace) -> None:
     from ramp_airflow.hooks.ramp_database import RampDatabaseHook
 
     dag = event_dags(config.path)[training_dag_id(config.event_name)]
-    conf = {"team": args.team, "name": args.name, "instance_id": args.instance_id}
+    conf = {"team": args.team, "name": args.name, "instance_id": args.instance_id, "retrain": args.retrain or None}
     dag_run = dag.test(run_conf={k: v for k, v in conf.items() if v is not None})
     database = RampDatabaseHook(postgres_conn_id=config.database.postgres_conn_id, database=config.database)
     submission = database.find_submission(config.event_name, args.team, args.name)

@@ -179,8 +179,17 @@ def test_claim_submission(fresh_ramp_db):
     ):
         hook.claim_submission(rf, RunRef(DAG, "manual__two"))
     hook.record_results(rf, _result(hook, db, rf, success=False))
-    with pytest.raises(states.StateTransitionError, match=f"submission {rf} is in state 'training_error'"):
+    with pytest.raises(states.StateTransitionError, match=f"submission {rf} is training_error already: to train it"):
         hook.claim_submission(rf, OWNER)
+    assert _state(db, rf)[0] == states.TRAINING_ERROR
+    again = RunRef(DAG, "manual__again")
+    assert hook.claim_submission(rf, again, retrain=True)["state"] == states.SENT_TO_TRAINING
+    assert _state(db, rf)[:3] == (states.SENT_TO_TRAINING, [states.SENT_TO_TRAINING] * db.n_cv_folds, 1)
+    with pytest.raises(ClaimLost):  # the old run's claim is gone
+        hook.set_training(rf, OWNER)
+    hook.set_training(rf, again)
+    with pytest.raises(states.StateTransitionError, match="already training"):
+        hook.claim_submission(rf, OWNER, retrain=True)  # only a trained submission is taken again
 
 
 def test_a_claim_belongs_to_one_run(fresh_ramp_db):

@@ -19,7 +19,11 @@ from ramp_airflow.utils.run_conf import RunConfError, SubmissionRequest, parse_r
             SubmissionRequest(7, None, None, "i-0123456789abcdef0"),
         ),
         # The UI form sends every field, unset ones as null.
-        ({"submission_id": 3, "team": None, "name": None, "instance_id": None}, SubmissionRequest(3, None, None, None)),
+        (
+            {"submission_id": 3, "team": None, "name": None, "instance_id": None, "retrain": False},
+            SubmissionRequest(3, None, None, None),
+        ),
+        ({"submission_id": 3, "retrain": True}, SubmissionRequest(3, None, None, None, retrain=True)),
     ],
 )
 def test_good_confs(conf, expected):
@@ -42,6 +46,7 @@ def test_good_confs(conf, expected):
         ({"team": 5, "name": "n"}, "conf.team must be a non-empty string"),
         ({"submision_id": 4}, "conf.submision_id: unknown field (did you mean 'submission_id'?)"),
         ({"submission_id": 4, "instance_id": "i-1; rm -rf /"}, "conf.instance_id must be an EC2 instance id"),
+        ({"submission_id": 4, "retrain": "yes"}, "conf.retrain must be true or false, not 'yes'"),
         ([1], "must be a JSON object"),
     ],
 )

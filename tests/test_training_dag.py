@@ -114,6 +114,22 @@ def test_failing_submission_is_a_training_error_with_its_traceback(event, ec2):
     assert list(instances_of(ec2, submission_id, earlier).values()) == ["terminated"]
 
 
+def test_a_trained_submission_is_trained_again_only_when_asked(event, ec2, capfd):
+    """Without retrain, a submission that failed is refused with how to re-train; with it, trained in that run."""
+    submission_id = event.db.submissions["random_forest"]
+    event.db.query("UPDATE submissions SET state = 'training_error', error_msg = 'old' WHERE id = %s", (submission_id,))
+    refused = event.training.test(run_conf={"submission_id": submission_id})
+    assert task_states(refused)["claim_submission"] == "failed"
+    assert 'tick "Train again" in the trigger form' in "".join(capfd.readouterr())
+    assert event.submission(submission_id)["state"] == "training_error"
+
+    earlier = instances_of(ec2, submission_id)
+    dag_run = event.training.test(run_conf={"submission_id": submission_id, "retrain": True})
+    assert dag_run.state == "success", task_states(dag_run)
+    assert event.submission(submission_id)["state"] == "scored" and event.submission(submission_id)["error_msg"] == ""
+    assert list(instances_of(ec2, submission_id, earlier).values()) == ["terminated"]
+
+
 def test_existing_instance_is_used_and_left_running(event, ec2):
     submission_id = event.db.submissions["random_forest"]
     existing = ec2.launch()["InstanceId"]

@@ -2,7 +2,7 @@
 The trigger form of the training DAG: its DAG-level params, and how to give them to the DAG.
 
 A training run is started with either ``submission_id`` or ``team`` and ``name`` (and optionally
-``instance_id``); every field defaults to null so that either form of the conf validates.
+``instance_id`` and ``retrain``); every field may be null so that either form of the conf validates.
 
 Why the params are attached with :func:`add_run_form` once the tasks exist, and not passed as
 ``DAG(params=...)``: Airflow 3.3 copies a DAG's params onto every task created in it
@@ -40,6 +40,15 @@ TRAINING_RUN_PARAMS = {
         type=["null", "string"],
         title="Existing instance id",
         description="Train on this running EC2 instance (i-...) instead of launching one; it is left running.",
+    ),
+    "retrain": Param(
+        False,
+        type=["null", "boolean"],
+        title="Train again",
+        description=(
+            "Train a submission that was trained already (scored, training_error or checking_error) again, "
+            "in this run: its new result replaces the old one. Without it, such a submission is refused."
+        ),
     ),
 }
 

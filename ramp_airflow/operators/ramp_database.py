@@ -62,9 +62,9 @@ class ClaimSubmissionOperator(_RampDatabaseOperator):
     """
     Find the submission a training run was asked for and claim it (``new`` -> ``sent_to_training``).
 
-    The run's conf (``submission_id``, or ``team`` and ``name``; optionally ``instance_id``) is
-    validated first, so that a bad conf fails here with a message naming the field. A submission
-    the loop already claimed is taken as it is. Returns the submission (``id``, ``name``, ``team``,
+    The run's conf (``submission_id``, or ``team`` and ``name``; optionally ``instance_id`` and
+    ``retrain``) is validated first, so that a bad conf fails here with a message naming the field. A
+    submission the loop already claimed is taken as it is; one already trained only with ``retrain``. Returns the submission (``id``, ``name``, ``team``,
     ``event``, ``path_ramp_submissions``), the event's number of CV folds (``n_folds``) and the
     requested ``instance_id``.
     """
@@ -85,7 +85,7 @@ class ClaimSubmissionOperator(_RampDatabaseOperator):
                 f"trigger {training_dag_id(found['event'])} instead"
             )
         try:
-            submission = hook.claim_submission(found["id"], self.this_run(context))
+            submission = hook.claim_submission(found["id"], self.this_run(context), request.retrain)
         except StateTransitionError as err:
             # The sandbox, a submission another run claimed, or one in a state that is not trained:
             # a retry changes nothing.

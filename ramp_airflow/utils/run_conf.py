@@ -1,4 +1,4 @@
-"""The conf of one training run: which submission to train, and optionally on which instance."""
+"""The conf of one training run: which submission to train, optionally on which instance, and whether again."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 _INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
-_FIELDS = ("submission_id", "team", "name", "instance_id")
+_FIELDS = ("submission_id", "team", "name", "instance_id", "retrain")
 
 
 class RunConfError(ValueError):
@@ -24,6 +24,7 @@ class SubmissionRequest:
     team: str | None
     name: str | None
     instance_id: str | None
+    retrain: bool = False
 
     def describe(self) -> str:
         if self.submission_id is not None:
@@ -59,4 +60,7 @@ def parse_run_conf(conf: Mapping[str, Any]) -> SubmissionRequest:
         raise RunConfError("name the submission: give conf.submission_id, or conf.team and conf.name")
     if instance_id is not None and not (isinstance(instance_id, str) and _INSTANCE_ID.match(instance_id)):
         raise RunConfError(f"conf.instance_id must be an EC2 instance id like i-0123456789abcdef0, not {instance_id!r}")
-    return SubmissionRequest(submission_id, team, name, instance_id)
+    retrain = conf.get("retrain")
+    if retrain is not None and not isinstance(retrain, bool):
+        raise RunConfError(f"conf.retrain must be true or false, not {retrain!r}")
+    return SubmissionRequest(submission_id, team, name, instance_id, bool(retrain))

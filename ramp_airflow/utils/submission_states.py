@@ -17,6 +17,8 @@ CHECKING_ERROR = "checking_error"
 
 # The states a submission may be in while our backend owns it.
 IN_FLIGHT = (SENT_TO_TRAINING, TRAINING)
+# The states our backend ends a training in: a run asked to train one of them again may.
+TRAINED = (SCORED, TRAINING_ERROR, CHECKING_ERROR)
 
 # target state -> the states it may be reached from.
 ALLOWED_FROM: dict[str, tuple[str, ...]] = {
