@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 # Capacity comes back by itself: a later try (a task retry) may succeed.
 CAPACITY_CODES = ("InsufficientInstanceCapacity", "InsufficientCapacity", "InsufficientHostCapacity")
 # What a spot request answers when spot capacity or price does not allow it right now.
 SPOT_UNAVAILABLE_CODES = (*CAPACITY_CODES, "SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded")
+# What refuses one instance type, not the request: the next type of aws.instance_type is tried. EC2 says
+# Unsupported when the zone does not offer the type; a type that does not exist at all (a typo,
+# InvalidParameterValue) is a config error, and fails at once.
+TYPE_REFUSED_CODES = (*CAPACITY_CODES, "Unsupported")
 _PERMISSION_CODES = ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "AuthFailure")
 _INSTANCE_TYPE_CODES = ("InvalidParameterValue", "Unsupported", "InvalidInstanceType", "InvalidInstanceType.NotFound")
 
@@ -51,3 +57,21 @@ def explain(code: str, message: str, action: str, instance_type: str | None = No
     else:
         text = f"EC2 refused to {action}."
     return f"Could not {action}: {text} (EC2 said {code}: {message})"
+
+
+def types_refused(refusals: Sequence[tuple[str, str, str]]) -> str:
+    """
+    Why no instance was launched when EC2 refused every type of ``aws.instance_type``.
+
+    :param refusals: (instance type, EC2's code, EC2's message) per type, in the order tried
+    """
+    if len(refusals) == 1:
+        instance_type, code, message = refusals[0]
+        return explain(code, message, "launch an instance", instance_type=instance_type)
+    reasons = "; ".join(f"{instance_type}: {code} ({message})" for instance_type, code, message in refusals)
+    # Capacity comes back; a type the zone does not offer does not.
+    advice = "Try again later, or add" if any(is_retryable(code) for _, code, _ in refusals) else "Add"
+    return (
+        f"Could not launch an instance: EC2 refused every type of aws.instance_type ({reasons}). {advice} "
+        "other instance types to aws.instance_type, or choose another aws.region_name."
+    )
