@@ -15,7 +15,7 @@ def _summary(config: EventConfig) -> str:
     image = aws.ami_image_id or f"newest AMI named {aws.ami_image_name!r}"
     # The output names them as the YAML does (aws.hooks).
     commands = ", ".join(config.event_commands) or "no hooks"
-    return f"event {config.event_name}: {image}, {aws.instance_type}, {commands}"
+    return f"event {config.event_name}: {image}, {' then '.join(aws.instance_type)}, {commands}"
 
 
 def _load(path: str) -> EventConfig | None:

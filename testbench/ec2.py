@@ -11,7 +11,8 @@ Also registered: a key pair (the bench's SSH public key), a security group, the
 account's own ``iris_backend`` AMI, and a *newer* public ``iris_backend`` AMI of
 another account, to test that the AMI lookup filters by owner. Instance status
 checks can be held at ``initializing`` for a while (:meth:`MotoEC2.set_status_delay`)
-to exercise the provider's waits.
+to exercise the provider's waits, and launches refused with EC2's error codes
+(:func:`refused_launches`), which moto never answers by itself.
 """
 
 from __future__ import annotations
@@ -79,6 +80,37 @@ def loopback_patches():
     finally:
         (eni.random_public_ip, eni.NetworkInterface.__init__, Instance.instance_status, Instance.system_status) = saved
         set_status_delay(0)
+
+
+@contextlib.contextmanager
+def refused_launches(refusals: dict[str, str], markets=("spot", "on-demand"), message: str = "refused by the bench"):
+    """
+    Make moto answer RunInstances with an EC2 error, as AWS does when it has no capacity for a type.
+
+    The client gets a real EC2 error response over loopback: the bench patches moto's backend, a
+    thread of this process. Yields the (instance type, market) of every RunInstances request, in order.
+
+    :param refusals: instance type to the error code its requests get (e.g. ``InsufficientInstanceCapacity``)
+    :param markets: which requests are refused: ``spot``, ``on-demand`` or both
+    :param message: EC2's message that goes with the code
+    """
+    from moto.ec2.exceptions import EC2ClientError
+    from moto.ec2.models.instances import InstanceBackend
+
+    original, requests = InstanceBackend.run_instances, []
+
+    def run_instances(self, *args, **kwargs):
+        request = (kwargs.get("instance_type"), "spot" if kwargs.get("instance_market_options") else "on-demand")
+        requests.append(request)
+        if request[0] in refusals and request[1] in markets:
+            raise EC2ClientError(refusals[request[0]], message)
+        return original(self, *args, **kwargs)
+
+    InstanceBackend.run_instances = run_instances
+    try:
+        yield requests
+    finally:
+        InstanceBackend.run_instances = original
 
 
 @dataclasses.dataclass

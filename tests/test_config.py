@@ -81,6 +81,7 @@ def test_seed_example_loads_with_defaults_and_alias(tmp_path, key_file):
     assert config.aws.check_status_interval_secs == 60
     assert config.aws.ssh_port == 22 and config.aws.training_timeout_secs == 7200
     assert config.aws.training_command == ("ramp-test",)
+    assert config.aws.instance_type == ("t2.micro",)  # one type, as the seed gives it
     # Relative local folders are relative to the config file, not to whatever the worker's cwd is.
     assert config.aws.local_predictions_folder == str(tmp_path / "predictions")
     assert config.event_commands == {
@@ -100,8 +101,10 @@ def test_hook_lists_and_new_fields(tmp_path, key_file):
         training_command="\"'ramp-test' --quick-test\"",
         training_timeout_secs="3600",
         use_spot_instance="true",
+        instance_type="[t3.large, m5.large]",
     )
     config = load_config(write(tmp_path, text))
+    assert config.aws.instance_type == ("t3.large", "m5.large")  # tried in this order
     assert config.aws.ami_image_name == "iris_backend"
     assert config.aws.ami_owners == ("self", "123456789012")
     assert config.event_commands == {"start_training": ("echo start",), "failed_training": ("echo one", "echo two")}
@@ -137,7 +140,11 @@ def test_connections_replace_inline_secrets(tmp_path):
     [
         ({"instance_typ": "t2.micro"}, "aws.instance_typ: unknown field (did you mean 'instance_type'?)"),
         ({"instance_type": None}, "aws.instance_type: missing required field"),
-        ({"instance_type": "[a, b]"}, "aws.instance_type: must be a non-empty string, not a list"),
+        ({"instance_type": "[]"}, "aws.instance_type: must be a non-empty string or a non-empty list of strings"),
+        ({"instance_type": "[t3.large, 5]"}, "aws.instance_type: must be a non-empty string or a non-empty list"),
+        ({"instance_type": "[t3.large, '']"}, "aws.instance_type: must be a non-empty string or a non-empty list"),
+        ({"instance_type": "{t3.large: 1}"}, "aws.instance_type: must be a non-empty string or a non-empty list"),
+        ({"instance_type": "[t3.large, m5.large, t3.large]"}, "aws.instance_type: lists t3.large more than once"),
         ({"memory_profiling": "'yes'"}, "aws.memory_profiling: must be true or false"),
         ({"ami_image_name": "iris_backend"}, "aws.ami_image_id: give exactly one of"),
         ({"ami_image_id": None}, "aws.ami_image_id: give exactly one of"),
@@ -197,6 +204,9 @@ def test_check_config_command(tmp_path, key_file, capsys):
     assert main(["check-config", str(good)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert out == [f"{good}: OK: event iris: ami-0bc19972, t2.micro, successful_training"]
+    fallbacks = write(tmp_path, seed_config(key_file, instance_type="[t3.large, m5.large]"), "fallbacks.yml")
+    assert main(["check-config", str(fallbacks)]) == 0
+    assert "ami-0bc19972, t3.large then m5.large, successful_training" in capsys.readouterr().out
 
     assert main(["check-config", str(good), str(bad)]) == 2
     captured = capsys.readouterr()

@@ -10,10 +10,10 @@ import uuid
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
-from moto.ec2.exceptions import EC2ClientError
 
 from ramp_airflow.hooks.ec2 import RampEc2Hook
 from ramp_airflow.utils import ec2_errors, ec2_lifecycle, ec2_tags
+from testbench.ec2 import refused_launches
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.timezone.utc)
 
@@ -47,28 +47,6 @@ def live_instances(ec2, run_id: str) -> list[dict]:
     return [inst for r in pages for inst in r["Instances"]]
 
 
-@pytest.fixture
-def refuse_run_instances(ec2, monkeypatch):
-    """Make moto answer RunInstances with an EC2 error, as AWS does; records each request's market."""
-    requests = []
-
-    def refuse(code: str, message: str, spot_only: bool = False):
-        backend = ec2.backend()
-        original = backend.run_instances
-
-        def run_instances(*args, **kwargs):
-            spot = bool(kwargs.get("instance_market_options"))
-            requests.append("spot" if spot else "on-demand")
-            if spot or not spot_only:
-                raise EC2ClientError(code, message)
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(backend, "run_instances", run_instances)
-        return requests
-
-    return refuse
-
-
 # -- pure helpers -------------------------------------------------------------------------------
 
 
@@ -89,17 +67,21 @@ def test_tags_name_every_fact_of_the_run():
     assert not ec2_tags.launched_by({**tags, "ramp-airflow": "false"}, "ramp_iris_train", "manual__1")
 
 
-def test_client_token_is_stable_per_run_and_request_kind():
-    token = ec2_tags.client_token("dag", "run" * 100, "launch", 42, "on-demand")
-    assert token == ec2_tags.client_token("dag", "run" * 100, "launch", 42, "on-demand")
+def test_client_token_is_stable_per_run_type_and_request_kind():
+    token = ec2_tags.client_token("dag", "run" * 100, "launch", 42, "t2.micro", "on-demand")
+    assert token == ec2_tags.client_token("dag", "run" * 100, "launch", 42, "t2.micro", "on-demand")
     assert len(token) <= 64 and token.isascii()
     others = {
-        ec2_tags.client_token("dag", "run" * 100, "launch", 42, "spot-0"),
-        ec2_tags.client_token("dag", "run", "launch", 42, "on-demand"),
-        ec2_tags.client_token("dag", "run" * 100, "launch", 43, "on-demand"),
-        ec2_tags.client_token("dag", "run" * 100, "attempt_2.launch", 42, "on-demand"),
+        ec2_tags.client_token("dag", "run" * 100, "launch", 42, "t2.micro", "spot-0"),
+        ec2_tags.client_token("dag", "run" * 100, "launch", 42, "u-24tb1.112xlarge", "on-demand"),
+        ec2_tags.client_token("dag", "run", "launch", 42, "t2.micro", "on-demand"),
+        ec2_tags.client_token("dag", "run" * 100, "launch", 43, "t2.micro", "on-demand"),
+        ec2_tags.client_token("dag", "run" * 100, "attempt_2.launch", 42, "t2.micro", "on-demand"),
     }
-    assert token not in others and len(others) == 4
+    assert token not in others and len(others) == 5
+    # A long type name and a high spot attempt still fit, and stay apart.
+    long_spot = {ec2_tags.client_token("d", "r", "t", 1, "u-24tb1.112xlarge", f"spot-{n}") for n in (10, 11)}
+    assert len(long_spot) == 2 and all(len(t) <= 64 for t in long_spot)
 
 
 @pytest.mark.parametrize(
@@ -198,8 +180,10 @@ def test_resolve_image_failures_say_which_field(ec2):
 def test_launch_tags_the_instance_and_a_retry_reuses_it(ec2):
     hook = RampEc2Hook()
     args = launch_args(ec2)
-    instance_id = hook.launch_instance(**args)
-    assert hook.launch_instance(**args) == instance_id
+    launched = hook.launch_instance(**args)
+    instance_id = launched["instance_id"]
+    assert launched == {"instance_id": instance_id, "instance_type": "t2.micro", "market": "on-demand"}
+    assert hook.launch_instance(**args) == launched
     assert [i["InstanceId"] for i in live_instances(ec2, args["run_id"])] == [instance_id]
     instance = hook.describe_instance(instance_id)
     assert ec2_tags.tags_of(instance) == ec2_tags.instance_tags(
@@ -211,27 +195,122 @@ def test_launch_tags_the_instance_and_a_retry_reuses_it(ec2):
     assert "InstanceLifecycle" not in instance  # on demand
     assert hook.get_ssh_address(instance_id) == "127.0.0.1"
     # Another run, or another training attempt (task) of the same run, gets its own instance.
-    assert hook.launch_instance(**launch_args(ec2, run_id=args["run_id"] + "-2")) != instance_id
-    assert hook.launch_instance(**{**args, "task_id": "attempt_2.launch_instance"}) != instance_id
+    assert hook.launch_instance(**launch_args(ec2, run_id=args["run_id"] + "-2"))["instance_id"] != instance_id
+    assert hook.launch_instance(**{**args, "task_id": "attempt_2.launch_instance"})["instance_id"] != instance_id
     # Once terminated, the instance is not reused: a new launch gets a new one.
     hook.terminate_instance(instance_id)
-    assert hook.launch_instance(**args) != instance_id
+    assert hook.launch_instance(**args)["instance_id"] != instance_id
 
 
 def test_spot_instance(ec2):
     hook = RampEc2Hook()
-    instance_id = hook.launch_instance(**launch_args(ec2), use_spot_instance=True)
-    assert hook.describe_instance(instance_id)["InstanceLifecycle"] == "spot"
+    launched = hook.launch_instance(**launch_args(ec2), use_spot_instance=True)
+    assert launched["market"] == "spot" and launched["instance_type"] == "t2.micro"
+    assert hook.describe_instance(launched["instance_id"])["InstanceLifecycle"] == "spot"
 
 
-def test_spot_falls_back_to_on_demand(ec2, refuse_run_instances):
-    requests = refuse_run_instances("InsufficientInstanceCapacity", "no spot capacity", spot_only=True)
+def test_spot_falls_back_to_on_demand_of_the_same_type(ec2):
     hook = RampEc2Hook(spot_retry_secs=0.05)
-    args = launch_args(ec2)
-    instance_id = hook.launch_instance(**args, use_spot_instance=True, spot_wait_secs=0.3)
-    assert "InstanceLifecycle" not in hook.describe_instance(instance_id)
-    assert requests[-1] == "on-demand" and requests.count("spot") >= 2 and len(requests) == requests.count("spot") + 1
-    assert [i["InstanceId"] for i in live_instances(ec2, args["run_id"])] == [instance_id]
+    args = launch_args(ec2, instance_type=["t2.micro", "m5.large"])
+    with refused_launches({"t2.micro": "InsufficientInstanceCapacity"}, markets=("spot",)) as requests:
+        launched = hook.launch_instance(**args, use_spot_instance=True, spot_wait_secs=0.3)
+    assert launched["market"] == "on-demand" and launched["instance_type"] == "t2.micro"
+    assert "InstanceLifecycle" not in hook.describe_instance(launched["instance_id"])
+    spot_tries = requests.count(("t2.micro", "spot"))
+    assert spot_tries >= 2 and requests == [("t2.micro", "spot")] * spot_tries + [("t2.micro", "on-demand")]
+    assert [i["InstanceId"] for i in live_instances(ec2, args["run_id"])] == [launched["instance_id"]]
+
+
+def test_the_next_type_is_launched_when_the_first_has_no_capacity(ec2, capsys):
+    hook = RampEc2Hook()
+    args = launch_args(ec2, instance_type=["t3.large", "m5.large"])
+    with refused_launches({"t3.large": "InsufficientInstanceCapacity"}, message="no t3.large here") as requests:
+        launched = hook.launch_instance(**args)
+        assert hook.launch_instance(**args) == launched  # a retry gets it back, and asks EC2 for nothing new
+    assert requests == [("t3.large", "on-demand"), ("m5.large", "on-demand")]
+    assert launched == {"instance_id": launched["instance_id"], "instance_type": "m5.large", "market": "on-demand"}
+    assert hook.describe_instance(launched["instance_id"])["InstanceType"] == "m5.large"
+    assert [i["InstanceId"] for i in live_instances(ec2, args["run_id"])] == [launched["instance_id"]]
+    log = capsys.readouterr().out
+    assert "EC2 refused instance type t3.large (InsufficientInstanceCapacity: no t3.large here)" in log
+    assert f"Launched on-demand instance {launched['instance_id']} of type m5.large" in log
+
+
+def test_one_spot_wait_for_all_the_types(ec2):
+    """The first type's spot wait uses it up: the next type gets one spot try, then on demand."""
+    hook = RampEc2Hook(spot_retry_secs=0.05)
+    args = launch_args(ec2, instance_type=["t3.large", "m5.large", "c5.large"])
+    refusals = {"t3.large": "InsufficientInstanceCapacity", "m5.large": "InsufficientInstanceCapacity"}
+    with refused_launches(refusals) as requests:
+        launched = hook.launch_instance(**args, use_spot_instance=True, spot_wait_secs=0.3)
+    first_spot = requests.count(("t3.large", "spot"))
+    assert first_spot >= 2
+    assert requests[first_spot:] == [
+        ("t3.large", "on-demand"),
+        ("m5.large", "spot"),
+        ("m5.large", "on-demand"),
+        ("c5.large", "spot"),
+    ]
+    assert launched["instance_type"] == "c5.large" and launched["market"] == "spot"
+    assert hook.describe_instance(launched["instance_id"])["InstanceLifecycle"] == "spot"
+
+
+def test_a_type_the_zone_does_not_offer_for_spot_is_not_asked_on_demand(ec2):
+    hook = RampEc2Hook(spot_retry_secs=0.05)
+    args = launch_args(ec2, instance_type=["t3.large", "m5.large"])
+    with refused_launches({"t3.large": "Unsupported"}, markets=("spot",)) as requests:
+        launched = hook.launch_instance(**args, use_spot_instance=True, spot_wait_secs=0.3)
+    assert requests == [("t3.large", "spot"), ("m5.large", "spot")]
+    assert (launched["instance_type"], launched["market"]) == ("m5.large", "spot")
+
+
+@pytest.mark.parametrize(
+    ("codes", "exception"),
+    [
+        (("InsufficientInstanceCapacity", "Unsupported"), AirflowException),  # capacity may come back: retried
+        (("Unsupported", "Unsupported"), AirflowFailException),  # neither type is offered: a retry cannot help
+    ],
+)
+def test_every_type_refused_is_one_error_naming_each(ec2, capsys, codes, exception):
+    args = launch_args(ec2, instance_type=["t3.large", "m5.large"])
+    with refused_launches(dict(zip(args["instance_type"], codes)), message="EC2's own words") as requests:
+        with pytest.raises(exception) as raised:
+            RampEc2Hook().launch_instance(**args)
+    assert raised.type is exception and requests == [("t3.large", "on-demand"), ("m5.large", "on-demand")]
+    text = str(raised.value)
+    assert f"t3.large: {codes[0]} (EC2's own words); m5.large: {codes[1]} (EC2's own words)" in text
+    assert "EC2 refused every type of aws.instance_type" in text
+    assert ("Try again later, or add other" in text) == (exception is AirflowException)
+    assert text in capsys.readouterr().out
+    assert live_instances(ec2, args["run_id"]) == []
+
+
+@pytest.mark.parametrize(
+    ("code", "words"),
+    [
+        ("UnauthorizedOperation", "may not launch an instance"),
+        ("InvalidKeyPair.NotFound", "check aws.key_name"),
+        ("InvalidParameterValue", "instance type t3.large: check aws.instance_type"),  # e.g. a misspelt type
+    ],
+)
+def test_an_error_that_is_not_about_capacity_fails_at_once(ec2, code, words):
+    args = launch_args(ec2, instance_type=["t3.large", "m5.large"])
+    with refused_launches({"t3.large": code}) as requests:
+        with pytest.raises(AirflowFailException, match=words):
+            RampEc2Hook().launch_instance(**args, use_spot_instance=True, spot_wait_secs=0.3)
+    assert requests == [("t3.large", "spot")]  # neither on demand nor the next type
+    assert live_instances(ec2, args["run_id"]) == []
+
+
+def test_a_bad_ami_fails_at_once(ec2, monkeypatch):
+    import moto.settings
+
+    monkeypatch.setattr(moto.settings, "ENABLE_AMI_VALIDATION", True)  # moto's own answer: InvalidAMIID.NotFound
+    args = launch_args(ec2, image_id="ami-00000000000000000", instance_type=["t3.large", "m5.large"])
+    with refused_launches({}) as requests:
+        with pytest.raises(AirflowFailException, match="AMI ami-00000000000000000 does not exist"):
+            RampEc2Hook().launch_instance(**args)
+    assert requests == [("t3.large", "on-demand")]
 
 
 @pytest.mark.parametrize(
@@ -242,10 +321,13 @@ def test_spot_falls_back_to_on_demand(ec2, refuse_run_instances):
         ("Unsupported", AirflowFailException, "check aws.instance_type"),
     ],
 )
-def test_launch_errors_in_plain_words(ec2, refuse_run_instances, capsys, code, exception, words):
-    refuse_run_instances(code, "EC2's own words")
+def test_launch_errors_in_plain_words(ec2, capsys, code, exception, words):
+    """With one instance type (a string, as every config had), a refusal reads as it always did."""
     args = launch_args(ec2)
-    with pytest.raises(exception, match=words) as raised:
+    with (
+        refused_launches({"t2.micro": code}, message="EC2's own words"),
+        pytest.raises(exception, match=words) as raised,
+    ):
         RampEc2Hook().launch_instance(**args)
     # Capacity comes back: only that one may be retried by Airflow.
     assert (raised.type is AirflowException) == (code == "InsufficientInstanceCapacity")
@@ -257,9 +339,12 @@ def test_launch_with_an_unknown_instance_type(ec2, monkeypatch):
     import moto.settings
 
     monkeypatch.setattr(moto.settings, "EC2_ENABLE_INSTANCE_TYPE_VALIDATION", True)
-    args = launch_args(ec2, instance_type="t9.nonexistent")
-    with pytest.raises(AirflowFailException, match=r"instance type t9.nonexistent: check aws.instance_type"):
-        RampEc2Hook().launch_instance(**args)
+    # A misspelt type is a mistake to fix, not a fallback to take: the next type is not tried.
+    args = launch_args(ec2, instance_type=["t9.nonexistent", "t2.micro"])
+    with refused_launches({}) as requests:
+        with pytest.raises(AirflowFailException, match=r"instance type t9.nonexistent: check aws.instance_type"):
+            RampEc2Hook().launch_instance(**args)
+    assert requests == [("t9.nonexistent", "on-demand")]
     assert live_instances(ec2, args["run_id"]) == []
 
 
@@ -267,7 +352,7 @@ def test_readiness_waits_for_status_checks(ec2):
     hook = RampEc2Hook()
     ec2.set_status_delay(3600)
     try:
-        instance_id = hook.launch_instance(**launch_args(ec2))
+        instance_id = hook.launch_instance(**launch_args(ec2))["instance_id"]
         assert hook.get_readiness(instance_id)[0] == ec2_lifecycle.WAITING
         assert asyncio.run(hook.get_readiness_async(instance_id))[0] == ec2_lifecycle.WAITING
     finally:
@@ -282,7 +367,7 @@ def test_readiness_waits_for_status_checks(ec2):
 
 def test_terminate_twice_and_unknown(ec2):
     hook = RampEc2Hook()
-    instance_id = hook.launch_instance(**launch_args(ec2))
+    instance_id = hook.launch_instance(**launch_args(ec2))["instance_id"]
     assert hook.terminate_instance(instance_id) == "running"
     assert hook.terminate_instance(instance_id) == "terminated"
     assert hook.terminate_instance("i-0123456789abcdef0") is None
@@ -292,7 +377,7 @@ def test_terminate_twice_and_unknown(ec2):
 def test_list_backend_instances_of_one_event(ec2):
     hook = RampEc2Hook()
     event = f"ev-{uuid.uuid4().hex[:8]}"
-    mine = hook.launch_instance(**launch_args(ec2, event_name=event))
+    mine = hook.launch_instance(**launch_args(ec2, event_name=event))["instance_id"]
     hook.launch_instance(**launch_args(ec2, event_name=event + "-other"))
     ec2.launch()  # not the backend's
     listed = hook.list_backend_instances(event)
@@ -305,8 +390,8 @@ def test_list_backend_instances_of_one_event(ec2):
 def test_list_the_instances_of_one_run(ec2):
     hook = RampEc2Hook()
     args = launch_args(ec2)
-    first = hook.launch_instance(**args)
-    second = hook.launch_instance(**{**args, "task_id": "attempt_2.launch_instance"})
+    first = hook.launch_instance(**args)["instance_id"]
+    second = hook.launch_instance(**{**args, "task_id": "attempt_2.launch_instance"})["instance_id"]
     hook.launch_instance(**launch_args(ec2))  # another run's
     assert sorted(i["InstanceId"] for i in hook.list_run_instances(args["dag_id"], args["run_id"])) == sorted(
         [first, second]
@@ -318,7 +403,7 @@ def test_list_the_instances_of_one_run(ec2):
 def test_an_instance_terminates_itself_after_its_longest_use(ec2):
     """The failsafe that holds when Airflow is gone: a power-off at boot + lifetime, and a power-off terminates."""
     hook = RampEc2Hook()
-    instance_id = hook.launch_instance(**launch_args(ec2), max_lifetime_secs=2 * 3600 + 1)
+    instance_id = hook.launch_instance(**launch_args(ec2), max_lifetime_secs=2 * 3600 + 1)["instance_id"]
     client = ec2.client()
     behavior = client.describe_instance_attribute(InstanceId=instance_id, Attribute="instanceInitiatedShutdownBehavior")
     assert behavior["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"

@@ -19,11 +19,12 @@ from airflow.sdk import DAG
 from airflow.triggers.base import TaskFailedEvent, TaskSuccessEvent
 
 from ramp_airflow.hooks.ec2 import RampEc2Hook
-from ramp_airflow.operators.ec2 import LaunchInstanceOperator, TerminateInstanceOperator
+from ramp_airflow.operators.ec2 import LAUNCHED_XCOM_KEY, LaunchInstanceOperator, TerminateInstanceOperator
 from ramp_airflow.sensors.instance import InstanceReadySensor
 from ramp_airflow.triggers.ec2 import InstanceReadyTrigger, ec2_hook
 from ramp_airflow.utils import ec2_tags
 from ramp_airflow.utils.aws_credentials import AwsCredentials
+from testbench.ec2 import refused_launches
 from testbench.triggers import RecordingTaskInstance, run_trigger
 
 DAG_ID = "ramp_iris_train"
@@ -38,6 +39,20 @@ def run_id() -> str:
 def dag():
     with DAG(DAG_ID, schedule=None) as the_dag:
         yield the_dag
+
+
+class PushingTaskInstance:
+    """The part of a task instance that an operator's ``execute`` pushes XComs through."""
+
+    def __init__(self):
+        self.xcoms: dict = {}
+
+    def xcom_push(self, key: str, value) -> None:
+        self.xcoms[key] = value
+
+
+def context(run_id: str) -> dict:
+    return {"run_id": run_id, "ti": PushingTaskInstance()}
 
 
 def launch_operator(ec2, **kwargs) -> LaunchInstanceOperator:
@@ -70,41 +85,62 @@ def state_of(ec2, instance_id: str) -> str:
 
 def test_launch_pushes_a_tagged_instance_and_a_retry_reuses_it(ec2, dag, run_id):
     operator = launch_operator(ec2, submission_id="42")  # as a template renders it
-    instance_id = operator.execute({"run_id": run_id})
-    assert operator.execute({"run_id": run_id}) == instance_id  # the task's retry
+    instance_id = operator.execute(context(run_id))
+    assert operator.execute(context(run_id)) == instance_id  # the task's retry
     instance = RampEc2Hook().describe_instance(instance_id)
     assert instance["ImageId"] == ec2.ami_id  # the account's own image, not the stranger's newer one
     assert ec2_tags.tags_of(instance) == ec2_tags.instance_tags("iris", 42, DAG_ID, run_id, operator.task_id)
-    assert launch_operator(ec2).execute({"run_id": run_id}) != instance_id  # another attempt's task
+    assert launch_operator(ec2).execute(context(run_id)) != instance_id  # another attempt's task
 
 
 def test_launch_with_an_existing_instance_launches_nothing(ec2, dag, run_id):
-    existing = ec2.launch()["InstanceId"]
-    assert launch_operator(ec2, existing_instance_id=existing).execute({"run_id": run_id}) == existing
+    existing = ec2.launch(InstanceType="m5.large")["InstanceId"]
+    pushed = context(run_id)
+    assert launch_operator(ec2, existing_instance_id=existing).execute(pushed) == existing
     assert live(ec2, run_id) == []
+    launched = {"instance_id": existing, "instance_type": "m5.large", "market": "on-demand"}
+    assert pushed["ti"].xcoms == {LAUNCHED_XCOM_KEY: launched}
     ec2.client().terminate_instances(InstanceIds=[existing])
     with pytest.raises(AirflowFailException, match=f"existing instance {existing} cannot train"):
-        launch_operator(ec2, existing_instance_id=existing).execute({"run_id": run_id})
+        launch_operator(ec2, existing_instance_id=existing).execute(context(run_id))
 
 
 def test_launch_with_no_existing_instance_rendered_as_text(ec2, dag, run_id):
-    instance_id = launch_operator(ec2, existing_instance_id="None").execute({"run_id": run_id})
+    instance_id = launch_operator(ec2, existing_instance_id="None").execute(context(run_id))
     assert live(ec2, run_id) == [instance_id]
+
+
+def test_launch_falls_back_to_the_next_type_and_pushes_the_one_used(ec2, dag, run_id, capsys):
+    operator = launch_operator(ec2, instance_type=["t3.large", "m5.large"], use_spot_instance=True, spot_wait_secs=1)
+    operator.hook.spot_retry_secs = 0.2
+    pushed = context(run_id)
+    with refused_launches({"t3.large": "InsufficientInstanceCapacity"}, message="no t3.large here") as requests:
+        instance_id = operator.execute(pushed)
+    *spot_tries, refused_on_demand, used = requests
+    assert set(spot_tries) == {("t3.large", "spot")}  # the one spot wait, spent on the first type
+    assert (refused_on_demand, used) == (("t3.large", "on-demand"), ("m5.large", "spot"))
+    assert pushed["ti"].xcoms == {
+        LAUNCHED_XCOM_KEY: {"instance_id": instance_id, "instance_type": "m5.large", "market": "spot"}
+    }
+    assert live(ec2, run_id) == [instance_id]
+    log = capsys.readouterr().out
+    assert "EC2 refused instance type t3.large (InsufficientInstanceCapacity: no t3.large here)" in log
+    assert f"Launched spot instance {instance_id} of type m5.large" in log
 
 
 def test_launch_failures_leave_nothing_running(ec2, dag, run_id):
     with pytest.raises(AirflowFailException, match="No available AMI named 'no-such-kit'"):
-        launch_operator(ec2, ami_image_name="no-such-kit").execute({"run_id": run_id})
+        launch_operator(ec2, ami_image_name="no-such-kit").execute(context(run_id))
     with pytest.raises(AirflowFailException, match="submission id must be a non-negative integer"):
-        launch_operator(ec2, submission_id="x;rm -rf").execute({"run_id": run_id})
+        launch_operator(ec2, submission_id="x;rm -rf").execute(context(run_id))
     assert live(ec2, run_id) == []
 
 
 def test_ready_sensor_defers_then_pushes_the_ssh_address(ec2, dag, run_id):
-    instance_id = launch_operator(ec2).execute({"run_id": run_id})
+    instance_id = launch_operator(ec2).execute(context(run_id))
     sensor = InstanceReadySensor(task_id="ready", instance_id=instance_id, poke_interval=0.2, timeout=60)
     with pytest.raises(TaskDeferred) as deferred:
-        sensor.execute({"run_id": run_id})
+        sensor.execute(context(run_id))
     assert deferred.value.method_name == "execute_complete"
     classpath, kwargs = deferred.value.trigger.serialize()
     module, name = classpath.rsplit(".", 1)
@@ -163,7 +199,7 @@ def test_the_secret_key_reaches_a_trigger_only_through_the_config(ec2, tmp_path)
 
 
 def test_ready_sensor_fails_loudly_when_the_instance_goes_away(ec2, dag, run_id):
-    instance_id = launch_operator(ec2).execute({"run_id": run_id})
+    instance_id = launch_operator(ec2).execute(context(run_id))
     ec2.set_status_delay(3600)
     try:
         sensor = InstanceReadySensor(
@@ -185,7 +221,7 @@ def test_ready_sensor_fails_loudly_when_the_instance_goes_away(ec2, dag, run_id)
 
 
 def test_ready_sensor_poke_and_timeout(ec2, dag, run_id, monkeypatch):
-    instance_id = launch_operator(ec2).execute({"run_id": run_id})
+    instance_id = launch_operator(ec2).execute(context(run_id))
     sensor = InstanceReadySensor(task_id="ready", instance_id=instance_id, timeout=5, deferrable=False)
     ec2.set_status_delay(3600)
     try:
@@ -208,17 +244,17 @@ def test_ready_sensor_poke_and_timeout(ec2, dag, run_id, monkeypatch):
 
 
 def test_terminate_only_what_this_run_launched(ec2, dag, run_id):
-    launched = launch_operator(ec2).execute({"run_id": run_id})
-    other_run = launch_operator(ec2).execute({"run_id": run_id + "-other"})
+    launched = launch_operator(ec2).execute(context(run_id))
+    other_run = launch_operator(ec2).execute(context(run_id + "-other"))
     existing = ec2.launch()["InstanceId"]
     for task_id, instance_id in [("t1", existing), ("t2", other_run), ("t3", launched), ("t4", launched)]:
-        TerminateInstanceOperator(task_id=task_id, instance_id=instance_id).execute({"run_id": run_id})
+        TerminateInstanceOperator(task_id=task_id, instance_id=instance_id).execute(context(run_id))
     assert state_of(ec2, launched) == "terminated"
     assert state_of(ec2, existing) == "running"
     assert state_of(ec2, other_run) == "running"
-    TerminateInstanceOperator(task_id="gone", instance_id="i-0123456789abcdef0").execute({"run_id": run_id})
+    TerminateInstanceOperator(task_id="gone", instance_id="i-0123456789abcdef0").execute(context(run_id))
     for task_id, instance_id in [("none", None), ("none_text", "None"), ("empty", "")]:  # the launch failed
-        TerminateInstanceOperator(task_id=task_id, instance_id=instance_id).execute({"run_id": run_id})
+        TerminateInstanceOperator(task_id=task_id, instance_id=instance_id).execute(context(run_id))
     assert state_of(ec2, other_run) == "running"
 
 
@@ -325,6 +361,8 @@ def test_launch_ready_teardown_in_a_real_dag_run(ec2, test_dags):
     assert instance["State"]["Name"] == "terminated"
     assert ec2_tags.tags_of(instance)[ec2_tags.DAG_ID] == test_dags.train_dag.dag_id
     assert xcom(run, "ready") == "127.0.0.1" and xcom(run, "launch") == instance["InstanceId"]
+    launched = {"instance_id": instance["InstanceId"], "instance_type": "t2.micro", "market": "on-demand"}
+    assert xcom(run, "launch", LAUNCHED_XCOM_KEY) == launched
 
 
 def test_an_instance_that_never_gets_ready_is_terminated_by_the_teardown(ec2, test_dags):
@@ -347,7 +385,7 @@ def fail_right_after_creating(monkeypatch):
 def test_a_launch_failing_after_creating_terminates_it(ec2, dag, run_id, monkeypatch):
     fail_right_after_creating(monkeypatch)
     with pytest.raises(AirflowTaskTimeout):
-        launch_operator(ec2).execute({"run_id": run_id})
+        launch_operator(ec2).execute(context(run_id))
     [instance] = ec2.client().describe_instances(Filters=[{"Name": f"tag:{ec2_tags.RUN_ID}", "Values": [run_id]}])[
         "Reservations"
     ][0]["Instances"]
@@ -367,12 +405,13 @@ def test_failed_launch_in_a_real_dag_run_leaves_nothing(ec2, test_dags, monkeypa
     ], "the launch did create an instance"
 
 
-def xcom(run, task_id: str):
+def xcom(run, task_id: str, key: str = "return_value"):
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        row = session.scalars(XComModel.get_many(run_id=run.run_id, dag_ids=run.dag_id, task_ids=task_id)).one()
+        query = XComModel.get_many(run_id=run.run_id, key=key, dag_ids=run.dag_id, task_ids=task_id)
+        row = session.scalars(query).one()
         return XComModel.deserialize_value(row)
 
 
@@ -395,7 +434,7 @@ def test_sweep_in_real_dag_runs(ec2, test_dags):
             dag_id=dag_id,
             run_id=run_id,
             task_id="launch",
-        )
+        )["instance_id"]
         age(ec2, instance_id, minutes_old)
         return instance_id
 

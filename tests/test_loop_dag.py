@@ -196,7 +196,7 @@ def test_housekeeping_sets_right_a_cancelled_run_without_the_loop(
         dag_id=training.dag_id,
         run_id=run_id,
         task_id="attempt_1.launch_instance",
-    )
+    )["instance_id"]
     db.query("UPDATE submissions SET state = 'training' WHERE id = %s", (submission_id,))
     _finish_runs(training.dag_id, "failed", only=[run_id])  # an operator marks the run failed
     time.sleep(1.5)  # past the grace period

@@ -28,7 +28,7 @@ SETTING_METADATA_KEY = "ramp_airflow.config.setting"
 class Setting:
     """How one YAML field is read and checked."""
 
-    kind: str  # "str", "int", "number", "bool", "str_list" or "event_commands"
+    kind: str  # "str", "int", "number", "bool", "str_list", "str_or_list" or "event_commands"
     default: Any = REQUIRED
     positive: bool = False
     secret: bool = False
@@ -73,7 +73,8 @@ class AwsSettings:
     ami_image_name: str | None = setting("str", None)
     ami_owners: tuple[str, ...] = setting("str_list", ("self",))  # the YAML list, as a tuple
     ami_user_name: str = setting("str")
-    instance_type: str = setting("str")
+    # One type or a list, tried in order when EC2 has no capacity for one; always a tuple here.
+    instance_type: tuple[str, ...] = setting("str_or_list")
     key_name: str = setting("str")
     key_path: str | None = setting("str", None)  # resolved against the config file's folder
     security_group: str = setting("str")

@@ -40,6 +40,7 @@ _FITS = {
     "number": lambda value: isinstance(value, (int, float)) and not isinstance(value, bool),
     "bool": lambda value: isinstance(value, bool),
     "str_list": lambda value: isinstance(value, list) and value != [] and all(isinstance(v, str) and v for v in value),
+    "str_or_list": lambda value: _FITS["str"](value) or _FITS["str_list"](value),
     "event_commands": lambda value: isinstance(value, dict),
 }
 _EXPECTED = {
@@ -48,6 +49,7 @@ _EXPECTED = {
     "number": "a number",
     "bool": "true or false",
     "str_list": "a non-empty list of strings",
+    "str_or_list": "a non-empty string or a non-empty list of strings",
     "event_commands": "a mapping of hook names to commands",
 }
 
@@ -120,6 +122,8 @@ class _Validator:
         for name in ("local_predictions_folder", "local_log_folder"):
             aws[name] = str(base / Path(aws[name]).expanduser())
         aws["ami_owners"] = tuple(aws["ami_owners"])
+        instance_type = aws["instance_type"]
+        aws["instance_type"] = (instance_type,) if isinstance(instance_type, str) else tuple(instance_type)
         aws["training_command"] = tuple(shlex.split(aws["training_command"]))
         return EventConfig(
             path=str(Path(self.path).resolve()),
@@ -193,6 +197,12 @@ class _Validator:
             self.fail("aws.profile_name", "give aws.profile_name or the access keys, not both")
         if aws["instance_retries"] is not None and aws["instance_retries"] < 0:
             self.fail("aws.instance_retries", f"must be 0 or more, not {aws['instance_retries']}")
+        if isinstance(aws["instance_type"], list):
+            twice = sorted({name for name in aws["instance_type"] if aws["instance_type"].count(name) > 1})
+            if twice:
+                self.fail(
+                    "aws.instance_type", f"lists {', '.join(twice)} more than once; each type is tried once, in order"
+                )
         if aws["ssh_port"] is not None and aws["ssh_port"] > 65535:
             self.fail("aws.ssh_port", f"must be a TCP port (1 to 65535), not {aws['ssh_port']}")
         if aws["training_command"] is not None:

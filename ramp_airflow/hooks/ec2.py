@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
-from functools import cached_property
+from collections.abc import Iterator, Sequence
+from functools import cached_property, partial
+from typing import NoReturn
 
 from airflow.providers.amazon.aws.hooks.ec2 import EC2Hook
 from airflow.providers.amazon.aws.utils import trim_none_values
@@ -18,18 +19,9 @@ from airflow.providers.amazon.aws.utils.connection_wrapper import AwsConnectionW
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 from botocore.exceptions import ClientError
 
-from ramp_airflow.utils import ec2_errors, ec2_lifecycle, ec2_tags
+from ramp_airflow.utils import ec2_errors, ec2_lifecycle, ec2_requests, ec2_tags
 
 _NOT_FOUND = "InvalidInstanceID.NotFound"
-_SPOT = {
-    "MarketType": "spot",
-    "SpotOptions": {"SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"},
-}
-
-
-def is_group_id(security_group: str) -> bool:
-    """Whether ``aws.security_group`` is a group id (``sg-...``) rather than a name in the default VPC."""
-    return security_group.startswith("sg-")
 
 
 class RampEc2Hook(EC2Hook):
@@ -79,10 +71,13 @@ class RampEc2Hook(EC2Hook):
         try:
             yield
         except ClientError as err:
-            code, message = ec2_errors.code_of(err), err.response.get("Error", {}).get("Message", "")
-            text = ec2_errors.explain(code, message, action, **facts)
-            self.log.error("%s", text)
-            raise (AirflowException if ec2_errors.is_retryable(code) else AirflowFailException)(text) from err
+            code, message = ec2_errors.code_of(err), ec2_errors.message_of(err)
+            self._fail(ec2_errors.explain(code, message, action, **facts), ec2_errors.is_retryable(code), err)
+
+    def _fail(self, text: str, retryable: bool, cause: Exception | None = None) -> NoReturn:
+        """Log and raise ``text``; failures a retry cannot fix fail the task at once."""
+        self.log.error("%s", text)
+        raise (AirflowException if retryable else AirflowFailException)(text) from cause
 
     def resolve_image(self, image_id: str | None = None, image_name: str | None = None, owners=("self",)) -> str:
         """
@@ -139,7 +134,7 @@ class RampEc2Hook(EC2Hook):
         self,
         *,
         image_id: str,
-        instance_type: str,
+        instance_type: str | Sequence[str],
         key_name: str,
         security_group: str,
         event_name: str,
@@ -150,78 +145,79 @@ class RampEc2Hook(EC2Hook):
         use_spot_instance: bool = False,
         spot_wait_secs: float = 120,
         max_lifetime_secs: float | None = None,
-    ) -> str:
+    ) -> dict[str, str]:
         """
         Launch one tagged instance for a submission, or return the one this run already launched.
 
         :param image_id: the AMI id (see :meth:`resolve_image`)
-        :param instance_type: e.g. ``t2.micro``
+        :param instance_type: e.g. ``t2.micro``, or a list of types tried in order: the next only
+            when EC2 refuses one for capacity or does not offer it in the zone
+            (:data:`~ramp_airflow.utils.ec2_errors.TYPE_REFUSED_CODES`)
         :param key_name: the EC2 key pair to log in with
         :param security_group: a security group name (default VPC) or id (``sg-...``)
         :param event_name: the RAMP event; ``submission_id`` the submission to train
         :param dag_id: the launching run's DAG, ``run_id`` that run, ``task_id`` the launching task
             (its retries get the same instance back)
-        :param use_spot_instance: try a spot instance first
-        :param spot_wait_secs: how long to keep trying spot before launching on demand
+        :param use_spot_instance: try a spot instance of each type before launching it on demand
+        :param spot_wait_secs: how long to keep trying spot, all types together
         :param max_lifetime_secs: the instance powers itself off after this long, and a power-off
             terminates it: a failsafe that holds even when Airflow is gone (the AMI must run its
             user data at boot, as cloud-init does)
-        :return: the instance id
+        :return: the instance's id, type and market (:func:`~ramp_airflow.utils.ec2_lifecycle.launched`)
         """
         existing = self.find_launched_instances(submission_id, dag_id, run_id, task_id)
         if existing:
-            instance_id = existing[0]["InstanceId"]
-            self.log.info("An earlier try launched %s for submission %s: reusing it", instance_id, submission_id)
-            return instance_id
-        tag_values = ec2_tags.instance_tags(event_name, submission_id, dag_id, run_id, task_id)
-        tags = [{"Key": key, "Value": value} for key, value in tag_values.items()]
-        group = {"SecurityGroupIds" if is_group_id(security_group) else "SecurityGroups": [security_group]}
-        params = dict(
-            ImageId=image_id,
-            InstanceType=instance_type,
-            KeyName=key_name,
-            MinCount=1,
-            MaxCount=1,
-            **group,
-            TagSpecifications=[{"ResourceType": kind, "Tags": tags} for kind in ("instance", "volume")],
-            InstanceInitiatedShutdownBehavior="terminate",
-        )
-        if max_lifetime_secs is not None:
-            params["UserData"] = ec2_lifecycle.power_off_script(max_lifetime_secs)
+            launched = ec2_lifecycle.launched(existing[0])
+            self.log.info("An earlier try launched %s for submission %s: reusing it", launched, submission_id)
+            return launched
+        tags = ec2_tags.instance_tags(event_name, submission_id, dag_id, run_id, task_id)
+        params = ec2_requests.run_request(image_id, key_name, security_group, tags, max_lifetime_secs)
+        token = partial(ec2_tags.client_token, dag_id, run_id, task_id, submission_id)
+        # One spot wait for all the types: spot_wait_secs bounds what spot adds to a launch, as with one type.
+        spot_deadline = time.monotonic() + spot_wait_secs if use_spot_instance else None
+        refusals = []
+        for one_type in (instance_type,) if isinstance(instance_type, str) else instance_type:
+            with self._explained("launch an instance", instance_type=one_type, image=image_id):
+                try:
+                    return self._launch_type(params, one_type, token, spot_deadline)
+                except ClientError as err:
+                    code, message = ec2_errors.code_of(err), ec2_errors.message_of(err)
+                    if code not in ec2_errors.TYPE_REFUSED_CODES:
+                        raise
+                    refusals.append((one_type, code, message))
+                    self.log.warning("EC2 refused instance type %s (%s: %s)", one_type, code, message)
+        self._fail(ec2_errors.types_refused(refusals), any(ec2_errors.is_retryable(c) for _, c, _ in refusals))
 
-        def token(attempt: str) -> str:
-            return ec2_tags.client_token(dag_id, run_id, task_id, submission_id, attempt)
-
-        with self._explained("launch an instance", instance_type=instance_type, image=image_id):
-            if use_spot_instance:
-                instance_id = self._launch_spot(params, token, spot_wait_secs)
-                if instance_id is not None:
-                    return instance_id
-            return self._run(params, token("on-demand"), "on-demand")
-
-    def _launch_spot(self, params: dict, token, spot_wait_secs: float) -> str | None:
-        """Try spot until ``spot_wait_secs`` pass; None when there was no spot capacity."""
-        deadline = time.monotonic() + spot_wait_secs
+    def _launch_type(self, params: dict, instance_type: str, token, spot_deadline: float | None) -> dict[str, str]:
+        """One instance type: spot until ``spot_deadline`` (tried at least once; None: never), then on demand."""
         attempt = 0
-        while True:
+        while spot_deadline is not None:
             try:
-                return self._run({**params, "InstanceMarketOptions": _SPOT}, token(f"spot-{attempt}"), "spot")
+                spot = ec2_requests.of_type(params, instance_type, spot=True)
+                return self._run(spot, token(instance_type, f"spot-{attempt}"))
             except ClientError as err:
                 code = ec2_errors.code_of(err)
                 if code not in ec2_errors.SPOT_UNAVAILABLE_CODES:
                     raise
-                remaining = deadline - time.monotonic()
+                remaining = spot_deadline - time.monotonic()
                 if remaining <= 0:
-                    self.log.warning("No spot capacity in %ss (%s): launching on demand", spot_wait_secs, code)
-                    return None
-                self.log.info("No spot capacity yet (%s); trying again for %.0fs more", code, remaining)
+                    self.log.warning(
+                        "No spot %s within aws.spot_wait_secs (%s): on demand", instance_type, ec2_errors.code_of(err)
+                    )
+                    break
+                self.log.info(
+                    "No spot capacity yet (%s); trying again for %.0fs more", ec2_errors.code_of(err), remaining
+                )
                 time.sleep(min(self.spot_retry_secs, remaining))
                 attempt += 1
+        return self._run(ec2_requests.of_type(params, instance_type), token(instance_type, "on-demand"))
 
-    def _run(self, params: dict, client_token: str, market: str) -> str:
-        instance = self.conn.run_instances(**params, ClientToken=client_token)["Instances"][0]
-        self.log.info("Launched %s instance %s (%s)", market, instance["InstanceId"], params["InstanceType"])
-        return instance["InstanceId"]
+    def _run(self, params: dict, client_token: str) -> dict[str, str]:
+        launched = ec2_lifecycle.launched(self.conn.run_instances(**params, ClientToken=client_token)["Instances"][0])
+        self.log.info(
+            "Launched %s instance %s of type %s", launched["market"], launched["instance_id"], launched["instance_type"]
+        )
+        return launched
 
     def describe_instance(self, instance_id: str) -> dict | None:
         """The instance's EC2 description, or None when EC2 does not know it."""

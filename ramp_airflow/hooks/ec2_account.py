@@ -11,8 +11,9 @@ from collections.abc import Sequence
 
 from botocore.exceptions import ClientError
 
-from ramp_airflow.hooks.ec2 import RampEc2Hook, is_group_id
+from ramp_airflow.hooks.ec2 import RampEc2Hook
 from ramp_airflow.utils import ec2_errors
+from ramp_airflow.utils.ec2_requests import is_group_id
 
 
 class RampEc2AccountHook(RampEc2Hook):

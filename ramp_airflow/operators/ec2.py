@@ -41,9 +41,16 @@ class _Ec2Operator(BaseOperator):
         return RampEc2Hook(**self.aws_credentials.hook_kwargs())
 
 
+# The XCom key of what the launch task pushes besides the instance id: the instance's id, type and
+# market (:func:`~ramp_airflow.utils.ec2_lifecycle.launched`), what a training's cost depends on.
+LAUNCHED_XCOM_KEY = "launched"
+
+
 class LaunchInstanceOperator(_Ec2Operator):
     """
     Launch the instance that trains one submission, tagged with this run; push its id.
+
+    Its id, type and market (spot or on-demand) are pushed too, under :data:`LAUNCHED_XCOM_KEY`.
 
     A retry of the task gets back the instance its first try launched; if the launch fails
     (a timeout, a kill) after EC2 created the instance, the task terminates it. With
@@ -53,7 +60,8 @@ class LaunchInstanceOperator(_Ec2Operator):
 
     :param submission_id: the RAMP submission to train (templated)
     :param event_name: the RAMP event (``ramp.event_name``)
-    :param instance_type: ``aws.instance_type``
+    :param instance_type: ``aws.instance_type``: a type, or a list of types tried in order when EC2
+        has no capacity for one (see :meth:`~ramp_airflow.hooks.ec2.RampEc2Hook.launch_instance`)
     :param key_name: ``aws.key_name``
     :param security_group: ``aws.security_group`` (a name, or an ``sg-`` id)
     :param ami_image_id: ``aws.ami_image_id``
@@ -78,7 +86,7 @@ class LaunchInstanceOperator(_Ec2Operator):
         *,
         submission_id: int | str,
         event_name: str,
-        instance_type: str,
+        instance_type: str | Sequence[str],
         key_name: str,
         security_group: str,
         ami_image_id: str | None = None,
@@ -114,7 +122,9 @@ class LaunchInstanceOperator(_Ec2Operator):
         except ValueError as err:
             raise AirflowFailException(str(err)) from None
         self._check_claim(submission_id, context["run_id"])
-        return self._existing_instance() or self._launch(submission_id, context["run_id"])
+        launched = self._existing_instance() or self._launch(submission_id, context["run_id"])
+        context["ti"].xcom_push(key=LAUNCHED_XCOM_KEY, value=launched)
+        return launched["instance_id"]
 
     def _check_claim(self, submission_id: int, run_id: str) -> None:
         if self.postgres_conn_id is None and self.database is None:
@@ -127,20 +137,21 @@ class LaunchInstanceOperator(_Ec2Operator):
         except ClaimLost as err:
             raise AirflowFailException(f"No instance launched: {err}") from None
 
-    def _existing_instance(self) -> str | None:
+    def _existing_instance(self) -> dict[str, str] | None:
         existing_id = given(self.existing_instance_id)
-        if existing_id:
-            instance = self.hook.describe_instance(existing_id)
-            state = instance["State"]["Name"] if instance else "unknown to EC2"
-            if state not in USABLE_STATES:
-                raise AirflowFailException(
-                    f"The existing instance {existing_id} cannot train ({state}): "
-                    "give the id of a running instance, or none to launch one."
-                )
-            self.log.info("Training on the existing instance %s (%s); it will be left running", existing_id, state)
-        return existing_id
+        if not existing_id:
+            return None
+        instance = self.hook.describe_instance(existing_id)
+        state = instance["State"]["Name"] if instance else "unknown to EC2"
+        if state not in USABLE_STATES:
+            raise AirflowFailException(
+                f"The existing instance {existing_id} cannot train ({state}): "
+                "give the id of a running instance, or none to launch one."
+            )
+        self.log.info("Training on the existing instance %s (%s); it will be left running", existing_id, state)
+        return ec2_lifecycle.launched(instance)
 
-    def _launch(self, submission_id: int, run_id: str) -> str:
+    def _launch(self, submission_id: int, run_id: str) -> dict[str, str]:
         image_id = self.hook.resolve_image(self.ami_image_id, self.ami_image_name, self.ami_owners)
         launch = dict(submission_id=submission_id, dag_id=self.dag_id, run_id=run_id, task_id=self.task_id)
         try:

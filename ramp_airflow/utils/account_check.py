@@ -48,8 +48,7 @@ def failure_line(err: Exception, action: str) -> CheckLine:
     :param action: what the check was doing, e.g. "find the key pair"
     """
     if isinstance(err, ClientError):
-        message = err.response.get("Error", {}).get("Message", "")
-        return CheckLine(ERROR, ec2_errors.explain(ec2_errors.code_of(err), message, action))
+        return CheckLine(ERROR, ec2_errors.explain(ec2_errors.code_of(err), ec2_errors.message_of(err), action))
     if isinstance(err, BotoCoreError):
         return CheckLine(ERROR, ec2_errors.explain_unanswered(err, action))
     return CheckLine(ERROR, str(err))

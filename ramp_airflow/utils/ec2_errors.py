@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from botocore import exceptions as boto_errors
 
 # Capacity comes back by itself: a later try (a task retry) may succeed.
 CAPACITY_CODES = ("InsufficientInstanceCapacity", "InsufficientCapacity", "InsufficientHostCapacity")
 # What a spot request answers when spot capacity or price does not allow it right now.
 SPOT_UNAVAILABLE_CODES = (*CAPACITY_CODES, "SpotMaxPriceTooLow", "MaxSpotInstanceCountExceeded")
+# What refuses one instance type, not the request: the next type of aws.instance_type is tried. EC2 says
+# Unsupported when the zone does not offer the type; a type that does not exist at all (a typo,
+# InvalidParameterValue) is a config error, and fails at once.
+TYPE_REFUSED_CODES = (*CAPACITY_CODES, "Unsupported")
 _PERMISSION_CODES = ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException", "AuthFailure")
 # The credentials themselves are refused: no other request can succeed either.
 _REFUSED_CREDENTIALS_CODES = ("AuthFailure",)
@@ -17,6 +23,11 @@ _INSTANCE_TYPE_CODES = ("InvalidParameterValue", "Unsupported", "InvalidInstance
 def code_of(err: boto_errors.ClientError) -> str:
     """botocore's ``Error.Code`` of a refused request."""
     return err.response.get("Error", {}).get("Code", "")
+
+
+def message_of(err: boto_errors.ClientError) -> str:
+    """botocore's ``Error.Message`` of a refused request."""
+    return err.response.get("Error", {}).get("Message", "")
 
 
 def is_retryable(code: str) -> bool:
@@ -93,3 +104,21 @@ def no_request_can_succeed(err: Exception) -> bool:
     if isinstance(err, boto_errors.ClientError):
         return code_of(err) in _REFUSED_CREDENTIALS_CODES
     return isinstance(err, boto_errors.BotoCoreError)
+
+
+def types_refused(refusals: Sequence[tuple[str, str, str]]) -> str:
+    """
+    Why no instance was launched when EC2 refused every type of ``aws.instance_type``.
+
+    :param refusals: (instance type, EC2's code, EC2's message) per type, in the order tried
+    """
+    if len(refusals) == 1:
+        instance_type, code, message = refusals[0]
+        return explain(code, message, "launch an instance", instance_type=instance_type)
+    reasons = "; ".join(f"{instance_type}: {code} ({message})" for instance_type, code, message in refusals)
+    # Capacity comes back; a type the zone does not offer does not.
+    advice = "Try again later, or add" if any(is_retryable(code) for _, code, _ in refusals) else "Add"
+    return (
+        f"Could not launch an instance: EC2 refused every type of aws.instance_type ({reasons}). {advice} "
+        "other instance types to aws.instance_type, or choose another aws.region_name."
+    )

@@ -39,6 +39,17 @@ def readiness(status: Mapping | None) -> tuple[str, str]:
     return WAITING, description
 
 
+def launched(instance: Mapping) -> dict[str, str]:
+    """
+    What a launch task pushes about its instance (for a cost ledger), from the instance's EC2 description.
+
+    :return: ``instance_id``, ``instance_type`` and ``market``: EC2's ``InstanceLifecycle`` (``spot``),
+        or ``on-demand`` when EC2 gives none, as it does for on-demand instances
+    """
+    market = instance.get("InstanceLifecycle", "on-demand")
+    return {"instance_id": instance["InstanceId"], "instance_type": instance["InstanceType"], "market": market}
+
+
 def unready_error(instance_id: str, verdict: str, description: str, timeout_secs: float) -> str | None:
     """The error to fail with when an instance will not become ready to train; None otherwise."""
     if verdict == GONE:

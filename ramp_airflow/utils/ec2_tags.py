@@ -42,16 +42,17 @@ def instance_tags(event_name: str, submission_id: int, dag_id: str, run_id: str,
     }
 
 
-def client_token(dag_id: str, run_id: str, task_id: str, submission_id: int, attempt: str) -> str:
+def client_token(dag_id: str, run_id: str, task_id: str, submission_id: int, instance_type: str, attempt: str) -> str:
     """
     EC2's idempotency token for one launch request of a task of a run.
 
     A retried task sends the same token and gets the instance of its first try back.
-    ``attempt`` tells the spot and on-demand requests apart: EC2 rejects a token reused
-    with other parameters. The hash keeps it within EC2's 64 ASCII characters.
+    ``instance_type`` and ``attempt`` (``spot-<n>`` or ``on-demand``) tell the requests apart:
+    EC2 rejects a token reused with other parameters. The hash keeps it within EC2's 64 ASCII
+    characters whatever the type's name.
     """
-    digest = hashlib.sha256(f"{dag_id}\0{run_id}\0{task_id}\0{submission_id}".encode()).hexdigest()
-    return f"{digest[:48]}-{attempt}"[:64]
+    request = f"{dag_id}\0{run_id}\0{task_id}\0{submission_id}\0{instance_type}"
+    return f"{hashlib.sha256(request.encode()).hexdigest()[:40]}-{attempt}"[:64]
 
 
 def tag_filters(tags: Mapping[str, str], states: Iterable[str] = LIVE_STATES) -> list[dict]:
