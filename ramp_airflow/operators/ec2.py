@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime
 from collections.abc import Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
+from ramp_airflow.operators.terminations import log_run_cost, terminate_recorded
 from ramp_airflow.utils import ec2_lifecycle, ec2_tags
 from ramp_airflow.utils.aws_credentials import DEFAULT_CREDENTIALS, AwsCredentials
 from ramp_airflow.utils.ec2_states import USABLE_STATES
@@ -27,11 +28,15 @@ class _Ec2Operator(BaseOperator):
     Base of the tasks that work on the event's instances through :class:`~ramp_airflow.hooks.ec2.RampEc2Hook`.
 
     :param aws_credentials: how to reach EC2 (the config's ``aws`` section)
+    :param ledger_path: the event's cost ledger, where each instance it terminates is recorded (None: nowhere)
     """
 
-    def __init__(self, *, aws_credentials: AwsCredentials = DEFAULT_CREDENTIALS, **kwargs) -> None:
+    def __init__(
+        self, *, aws_credentials: AwsCredentials = DEFAULT_CREDENTIALS, ledger_path: str | None = None, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.aws_credentials = aws_credentials
+        self.ledger_path = ledger_path
 
     @cached_property
     def hook(self) -> RampEc2Hook:
@@ -39,6 +44,9 @@ class _Ec2Operator(BaseOperator):
         from ramp_airflow.hooks.ec2 import RampEc2Hook
 
         return RampEc2Hook(**self.aws_credentials.hook_kwargs())
+
+    def _terminate(self, instance: dict, **row_facts) -> None:
+        terminate_recorded(self.hook, instance, self.ledger_path, self.task_id, self.log, **row_facts)
 
 
 class LaunchInstanceOperator(_Ec2Operator):
@@ -179,14 +187,18 @@ class TerminateInstanceOperator(_Ec2Operator):
     already gone, or no instance id (the launch created none), is a success.
 
     :param instance_id: the instance to terminate (templated), usually the launch task's XCom
+    :param submission: the submission as the claim task returned it (templated), for the cost ledger
+    :param ready_at: when the ready wait saw the instance ready (templated), for the cost ledger
     """
 
-    template_fields: Sequence[str] = ("instance_id",)
+    template_fields: Sequence[str] = ("instance_id", "submission", "ready_at")
     ui_color = "#e8a0a0"
 
-    def __init__(self, *, instance_id: str | None, **kwargs) -> None:
+    def __init__(self, *, instance_id: str | None, submission: Any = None, ready_at: Any = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.instance_id = instance_id
+        self.submission = submission
+        self.ready_at = ready_at
 
     def execute(self, context: Context) -> None:
         instance_id = given(self.instance_id)
@@ -198,7 +210,7 @@ class TerminateInstanceOperator(_Ec2Operator):
         elif not ec2_tags.launched_by(ec2_tags.tags_of(instance), self.dag_id, context["run_id"]):
             self.log.info("Leaving instance %s running: this run did not launch it", instance_id)
         else:
-            self.hook.terminate_instance(instance_id)
+            self._terminate(instance, submission=given(self.submission), ready_at=self.ready_at)
 
 
 class TerminateRunInstancesOperator(_Ec2Operator):
@@ -208,18 +220,37 @@ class TerminateRunInstancesOperator(_Ec2Operator):
     The attempts' teardowns terminate their instances; a teardown does not run when its launch
     failed, though, and a launch task killed after EC2 created the instance, with no retry left,
     leaves one that only the tags know of. This task finds those by the run's tags.
+
+    With a ledger, it then logs one line on what the run cost (Airflow 3.3 gives a task no way to set
+    its run's note).
+
+    :param submission: the submission as the claim task returned it (templated)
+    :param outcome: the state recorded for it (templated)
+    :param ready_times: when the ready waits saw their instances ready (templated), by launch task id
     """
 
+    template_fields: Sequence[str] = ("submission", "outcome", "ready_times")
     ui_color = "#e8a0a0"
 
+    def __init__(
+        self, *, submission: Any = None, outcome: Any = None, ready_times: dict | None = None, **kwargs
+    ) -> None:
+        super().__init__(**kwargs)
+        self.submission = submission
+        self.outcome = outcome
+        self.ready_times = ready_times or {}
+
     def execute(self, context: Context) -> list[str]:
-        terminated = []
+        terminated, submission = [], given(self.submission)
         for instance in self.hook.list_run_instances(self.dag_id, context["run_id"]):
             self.log.warning(
                 "Terminating instance %s, which this run launched and left running", instance["InstanceId"]
             )
-            self.hook.terminate_instance(instance["InstanceId"])
+            ready_at = self.ready_times.get(ec2_tags.tags_of(instance).get(ec2_tags.TASK_ID))
+            self._terminate(instance, submission=submission, ready_at=ready_at)
             terminated.append(instance["InstanceId"])
+        if self.ledger_path:
+            log_run_cost(self.log, self.ledger_path, context["run_id"], submission, given(self.outcome))
         return terminated
 
 
@@ -255,7 +286,7 @@ class SweepOrphanInstancesOperator(_Ec2Operator):
                 self.log.info("Keeping instance %s (run state %s)", instance_id, run_state)
                 continue
             self.log.warning("Terminating orphan instance %s: %s", instance_id, reason)
-            self.hook.terminate_instance(instance_id)
+            self._terminate(instance)
             terminated.append(instance_id)
         self.log.info("Terminated %d orphan instance(s) of event %s", len(terminated), self.event_name)
         return terminated

@@ -15,6 +15,8 @@ WAITING = "waiting"
 GONE = "gone"
 # What the readiness trigger reports when its deadline passed first.
 TIMEOUT = "timeout"
+# The ready wait's XCom (and event field) saying when it saw the instance ready: ISO 8601, UTC.
+READY_AT = "ready_at"
 
 _ENDED_RUN_STATES = (DagRunState.SUCCESS, DagRunState.FAILED)
 
@@ -37,6 +39,11 @@ def readiness(status: Mapping | None) -> tuple[str, str]:
     if state == "running" and instance == "ok" and system == "ok":
         return READY, description
     return WAITING, description
+
+
+def now_stamp() -> str:
+    """The current time as :data:`READY_AT` holds it."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
 def unready_error(instance_id: str, verdict: str, description: str, timeout_secs: float) -> str | None:
