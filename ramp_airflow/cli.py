@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import stat
 import sys
@@ -65,6 +66,39 @@ def check_aws(paths: list[str]) -> int:
     return status
 
 
+def cost_report(path: str, by: str, since: datetime.datetime | None) -> int:
+    """Print the event's cost ledger as a table, by team or submission; 2 when the config or the ledger is bad."""
+    # The ledger alone: no Airflow, no AWS, no database.
+    from ramp_airflow.cost_report import report_lines
+    from ramp_airflow.utils import cost_ledger
+    from ramp_airflow.utils.layout import cost_ledger_file
+
+    config = _load(path)
+    if config is None:
+        return 2
+    ledger = cost_ledger_file(config.aws.local_log_folder, config.event_name)
+    try:
+        rows = cost_ledger.read_rows(ledger)
+    except FileNotFoundError:
+        print(f"{ledger}: no cost ledger yet: no instance of event {config.event_name} was terminated", file=sys.stderr)
+        rows = []
+    except (OSError, cost_ledger.LedgerError) as err:
+        print(err, file=sys.stderr)
+        return 2
+    for line in report_lines(rows, by, config.aws.instance_price_per_hour, since):
+        print(line)
+    return 0
+
+
+def _utc_date(text: str) -> datetime.datetime:
+    """``--since``: an ISO date or date and time, in UTC unless it says otherwise."""
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO date (2025-03-01, or 2025-03-01T12:00)") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
+
+
 def _exposed_secrets(config: EventConfig) -> str | None:
     """Why the config file's secrets can be read by other users of the machine, if they can."""
     if config.database.password is None and config.aws.secret_access_key is None:
@@ -83,10 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     check = commands.add_parser("check-config", help="validate event config files")
     check.add_argument("paths", nargs="+", metavar="PATH", help="config.yml files to check")
+    check.set_defaults(run=lambda args: check_config(args.paths))
     aws = commands.add_parser("check-aws", help="check an event's AMI, key pair and security group on EC2 (read-only)")
     aws.add_argument("paths", nargs="+", metavar="CONFIG", help="config.yml files whose AWS setup to check")
+    aws.set_defaults(run=lambda args: check_aws(args.paths))
+    cost = commands.add_parser("cost-report", help="the billed seconds (and cost) of an event's instances")
+    cost.add_argument("config", metavar="CONFIG", help="the event's config.yml")
+    cost.add_argument("--by", choices=("team", "submission"), default="team", help="one line per (default: team)")
+    cost.add_argument(
+        "--since", type=_utc_date, metavar="DATE", help="only instances launched then or later (ISO date, UTC)"
+    )
+    cost.set_defaults(run=lambda args: cost_report(args.config, args.by, args.since))
     args = parser.parse_args(argv)
-    return {"check-config": check_config, "check-aws": check_aws}[args.command](args.paths)
+    return args.run(args)
 
 
 if __name__ == "__main__":

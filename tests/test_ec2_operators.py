@@ -19,11 +19,13 @@ from airflow.sdk import DAG
 from airflow.triggers.base import TaskFailedEvent, TaskSuccessEvent
 
 from ramp_airflow.hooks.ec2 import RampEc2Hook
-from ramp_airflow.operators.ec2 import LAUNCHED_XCOM_KEY, LaunchInstanceOperator, TerminateInstanceOperator
+from ramp_airflow.operators.ec2 import LAUNCHED_XCOM_KEY, LaunchInstanceOperator
+from ramp_airflow.operators.terminations import TerminateInstanceOperator
 from ramp_airflow.sensors.instance import InstanceReadySensor
 from ramp_airflow.triggers.ec2 import InstanceReadyTrigger, ec2_hook
-from ramp_airflow.utils import ec2_tags
+from ramp_airflow.utils import cost_ledger, ec2_tags
 from ramp_airflow.utils.aws_credentials import AwsCredentials
+from ramp_airflow.utils.layout import cost_ledger_file
 from testbench.ec2 import refused_launches
 from testbench.triggers import RecordingTaskInstance, run_trigger
 
@@ -154,8 +156,14 @@ def test_ready_sensor_defers_then_pushes_the_ssh_address(ec2, dag, run_id):
     finally:
         ec2.set_status_delay(0)
     assert event.payload["status"] == "ready" and event.payload["address"] == "127.0.0.1"
-    assert sensor.execute_complete({}, event.payload) == "127.0.0.1"
-    assert sensor.execute_complete({}, {**event.payload, "address": "127.0.0.2"}) == "127.0.0.2"
+    ti = PushingTaskInstance()
+    assert sensor.execute_complete({"ti": ti}, event.payload) == "127.0.0.1"
+    assert ti.xcoms == {"ready_at": event.payload["ready_at"]}  # when the trigger saw it ready, for the ledger
+    assert (
+        datetime.datetime.fromisoformat(event.payload["ready_at"])
+        > RampEc2Hook().describe_instance(instance_id)["LaunchTime"]
+    )
+    assert sensor.execute_complete({"ti": ti}, {**event.payload, "address": "127.0.0.2"}) == "127.0.0.2"
 
 
 CONFIG_WITH_KEYS = """
@@ -233,14 +241,20 @@ def test_ready_sensor_poke_and_timeout(ec2, dag, run_id, monkeypatch):
     assert event.payload["status"] == "timeout" and "initializing" in event.payload["message"]
     with pytest.raises(AirflowException, match=r"not ready after 5s .* raise aws.instance_ready_timeout_secs"):
         sensor.execute_complete({}, event.payload)
-    done = sensor.poke({})
+    ti = PushingTaskInstance()
+    done = sensor.poke({"ti": ti})
     assert isinstance(done, PokeReturnValue) and done.is_done and done.xcom_value == "127.0.0.1"
+    assert set(ti.xcoms) == {"ready_at"}
     with pytest.raises(AirflowException, match="Unexpected event"):
         sensor.execute_complete({}, {"status": "ready", "instance_id": "i-someone-else", "message": ""})
     ending = InstanceReadyTrigger(instance_id, {}, 0.1, timeout_secs=5, end_from_trigger=True)
     ending.task_instance = RecordingTaskInstance(monkeypatch)
     assert isinstance(run_trigger(ending), TaskSuccessEvent)
-    assert ending.task_instance.xcoms == {"return_value": "127.0.0.1"}
+    assert ending.task_instance.xcoms == {
+        "return_value": "127.0.0.1",
+        "ready_at": ending.task_instance.xcoms["ready_at"],
+    }
+    datetime.datetime.fromisoformat(ending.task_instance.xcoms["ready_at"])
 
 
 def test_terminate_only_what_this_run_launched(ec2, dag, run_id):
@@ -268,14 +282,15 @@ DAG_FILE = """
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG
 
-from ramp_airflow.operators.ec2 import LaunchInstanceOperator, SweepOrphanInstancesOperator, TerminateInstanceOperator
+from ramp_airflow.operators.ec2 import LaunchInstanceOperator
+from ramp_airflow.operators.terminations import SweepOrphanInstancesOperator, TerminateInstanceOperator
 from ramp_airflow.sensors.instance import InstanceReadySensor
 
 with DAG("ramp_done_{suffix}", schedule=None) as done_dag:
     EmptyOperator(task_id="noop")
 
 with DAG("ramp_sweep_{suffix}", schedule=None) as sweep_dag:
-    SweepOrphanInstancesOperator(task_id="sweep", event_name="{event}", grace_period_secs=600)
+    SweepOrphanInstancesOperator(task_id="sweep", event_name="{event}", grace_period_secs=600, ledger_path="{ledger}")
 
 with DAG("ramp_train_{suffix}", schedule=None) as train_dag:
     launch = LaunchInstanceOperator(
@@ -315,10 +330,16 @@ def test_dags(ec2, airflow_home, tmp_path, monkeypatch):
     from airflow.configuration import conf
 
     suffix, event = uuid.uuid4().hex[:8], f"sweep-{uuid.uuid4().hex[:8]}"
+    ledger = cost_ledger_file(str(tmp_path / "logs"), event)
     path = tmp_path / "ramp_ec2_test_dags.py"
     path.write_text(
         DAG_FILE.format(
-            suffix=suffix, event=event, key_name=ec2.key_name, security_group=ec2.security_group, ami_name=ec2.ami_name
+            suffix=suffix,
+            event=event,
+            key_name=ec2.key_name,
+            security_group=ec2.security_group,
+            ami_name=ec2.ami_name,
+            ledger=ledger,
         )
     )
     bundles = json.loads(conf.get("dag_processor", "dag_bundle_config_list"))
@@ -333,7 +354,7 @@ def test_dags(ec2, airflow_home, tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location(f"ramp_ec2_test_dags_{suffix}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.event = event
+    module.event, module.ledger = event, ledger
     yield module
     from airflow import settings
 
@@ -363,6 +384,7 @@ def test_launch_ready_teardown_in_a_real_dag_run(ec2, test_dags):
     assert xcom(run, "ready") == "127.0.0.1" and xcom(run, "launch") == instance["InstanceId"]
     launched = {"instance_id": instance["InstanceId"], "instance_type": "t2.micro", "market": "on-demand"}
     assert xcom(run, "launch", LAUNCHED_XCOM_KEY) == launched
+    assert datetime.datetime.fromisoformat(xcom(run, "ready", "ready_at")) > instance["LaunchTime"]
 
 
 def test_an_instance_that_never_gets_ready_is_terminated_by_the_teardown(ec2, test_dags):
@@ -470,6 +492,12 @@ def test_sweep_in_real_dag_runs(ec2, test_dags):
     )
     for instance_id in (running, young, stranger):
         hook.terminate_instance(instance_id)
+    # The sweep recorded what it terminated; it knows no team, and the untagged instance no submission.
+    rows = {row["instance_id"]: row for row in cost_ledger.read_rows(test_dags.ledger)}
+    assert set(rows) == {ended, unknown, untagged}
+    assert {row["terminated_by"] for row in rows.values()} == {"sweep"} and rows[ended]["submission_id"] == "7"
+    assert rows[untagged]["submission_id"] == rows[untagged]["team"] == rows[untagged]["ready_time"] == ""
+    assert all(int(row["billed_seconds"]) >= 30 * 60 for row in rows.values())  # launched 30 minutes before
 
 
 def test_a_missing_run_is_told_apart_from_other_api_errors():

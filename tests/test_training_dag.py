@@ -6,14 +6,18 @@ import datetime
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from airflow.models.taskinstance import TaskInstance
 from airflow.utils.session import create_session
 from sqlalchemy import select
 
+from ramp_airflow.utils import billing, cost_ledger
 from testbench.event_config import write_event_config
 from testbench.training_runs import instances_of, task_states
 
@@ -49,6 +53,11 @@ def event(tmp_path, fresh_ramp_db, instance, ec2, airflow_home, monkeypatch):
         loop = dags[f"ramp_train_loop_{fresh_ramp_db.event}"]
         predictions = tmp_path / "predictions"
         logs = tmp_path / "logs"
+        path = config
+
+        @staticmethod
+        def ledger_rows() -> list[dict]:
+            return cost_ledger.read_rows(str(tmp_path / "logs" / f"{fresh_ramp_db.event}_cost_ledger.csv"))
 
         @staticmethod
         def hooks() -> list[dict]:
@@ -64,7 +73,7 @@ def event(tmp_path, fresh_ramp_db, instance, ec2, airflow_home, monkeypatch):
     return Event
 
 
-def test_good_submission_is_scored(event, ec2):
+def test_good_submission_is_scored(event, ec2, capfd):
     submission_id = event.db.submissions["random_forest"]
     earlier = instances_of(ec2, submission_id)
     dag_run = event.training.test(run_conf={"submission_id": submission_id})
@@ -95,6 +104,43 @@ def test_good_submission_is_scored(event, ec2):
     # The instance this run launched is gone; attempt 2 never ran.
     assert list(instances_of(ec2, submission_id, earlier).values()) == ["terminated"]
     assert states["attempt_2.launch_instance"] == "skipped"
+    check_ledger_and_summary(event, dag_run, list(instances_of(ec2, submission_id, earlier)), capfd)
+
+
+def check_ledger_and_summary(event, dag_run, instance_ids: list[str], capfd) -> None:
+    """One ledger row for the run's instance, its summary in the run's last task log, cost-report reading it."""
+    (entry,) = event.ledger_rows()
+    team, submission_id = event.hooks()[1]["RAMP_AWS_TEAM"], event.hooks()[1]["RAMP_AWS_SUBMISSION_ID"]
+    assert [entry["instance_id"]] == instance_ids and entry["run_id"] == dag_run.run_id
+    assert (entry["submission_id"], entry["team"], entry["submission_name"]) == (submission_id, team, "random_forest")
+    assert (entry["launched_by"], entry["terminated_by"]) == (
+        "attempt_1.launch_instance",
+        "attempt_1.terminate_instance",
+    )
+    assert (entry["instance_type"], entry["market"], entry["state_at_termination"]) == (
+        "t2.micro",
+        "on-demand",
+        "running",
+    )
+    launch, ready, end = (
+        datetime.datetime.fromisoformat(entry[f"{k}_time"]) for k in ("launch", "ready", "termination")
+    )
+    assert launch <= ready <= end
+    # Counted from the exact times; the stamps are cut to the second.
+    assert abs(int(entry["billed_seconds"]) - billing.billed_seconds(launch, end)) <= 1
+    summary = f"({entry['instance_type']}, on-demand, {entry['billed_seconds']} s); {entry['billed_seconds']} s billed"
+    output = "".join(capfd.readouterr())
+    assert f"Cost of this run: submission {submission_id} ('random_forest' of team '{team}'), scored: " in output
+    assert f"{entry['instance_id']} {summary}" in output
+    report = subprocess.run(
+        [str(Path(sys.executable).with_name("ramp-airflow")), "cost-report", str(event.path), "--by", "submission"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert report.returncode == 0, report.stderr
+    figures = ["1", "1", entry["billed_seconds"]]
+    assert report.stdout.splitlines()[1].split()[:6] == [submission_id, team, "random_forest", *figures]
 
 
 def test_failing_submission_is_a_training_error_with_its_traceback(event, ec2):
@@ -239,6 +285,14 @@ def test_lost_instance_is_replaced(event, ec2, instance, tmp_path, monkeypatch, 
 
     states = task_states(dag_run)
     recorded = event.submission(submission_id)
+    # Each attempt's teardown recorded its instance, the lost one too: EC2 had terminated it already.
+    rows = event.ledger_rows()
+    assert sorted(row["instance_id"] for row in rows) == sorted(instances_of(ec2, submission_id, earlier))
+    assert [(row["terminated_by"], row["state_at_termination"]) for row in rows][: instance_retries + 1] == [
+        ("attempt_1.terminate_instance", "terminated"),
+        ("attempt_2.terminate_instance", "running"),
+    ][: instance_retries + 1]
+    assert all(row["ready_time"] and int(row["billed_seconds"]) >= 60 for row in rows)
     if not instance_retries:
         assert recorded["state"] == "checking_error" and "lost during training 1 time(s)" in recorded["error_msg"]
         assert states["record_results"] == "failed"

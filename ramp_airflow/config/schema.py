@@ -28,7 +28,7 @@ SETTING_METADATA_KEY = "ramp_airflow.config.setting"
 class Setting:
     """How one YAML field is read and checked."""
 
-    kind: str  # "str", "int", "number", "bool", "str_list", "str_or_list" or "event_commands"
+    kind: str  # "str", "int", "number", "bool", "str_list", "str_or_list", "price_table" or "event_commands"
     default: Any = REQUIRED
     positive: bool = False
     secret: bool = False
@@ -108,6 +108,8 @@ class AwsSettings:
     # The housekeeping DAG: how often it runs, and how old an instance must be before it may be swept.
     orphan_sweep_interval_secs: float = setting("number", 300, positive=True)
     orphan_grace_period_secs: float = setting("number", 600, positive=True)
+    # Instance type -> its price per hour, for ramp-airflow cost-report; without it, seconds only.
+    instance_price_per_hour: Mapping[str, float] | None = setting("price_table", None)
 
 
 @dataclass(frozen=True)

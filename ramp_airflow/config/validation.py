@@ -41,6 +41,7 @@ _FITS = {
     "bool": lambda value: isinstance(value, bool),
     "str_list": lambda value: isinstance(value, list) and value != [] and all(isinstance(v, str) and v for v in value),
     "str_or_list": lambda value: _FITS["str"](value) or _FITS["str_list"](value),
+    "price_table": lambda value: isinstance(value, dict),
     "event_commands": lambda value: isinstance(value, dict),
 }
 _EXPECTED = {
@@ -50,6 +51,7 @@ _EXPECTED = {
     "bool": "true or false",
     "str_list": "a non-empty list of strings",
     "str_or_list": "a non-empty string or a non-empty list of strings",
+    "price_table": "a mapping of instance types to prices per hour",
     "event_commands": "a mapping of hook names to commands",
 }
 
@@ -212,6 +214,7 @@ class _Validator:
             except ValueError as err:
                 self.fail("aws.training_command", f"cannot be split into arguments: {err}")
         self._check_key_path(aws)
+        self._check_prices(aws)
 
     def _check_key_path(self, aws: dict) -> None:
         key_path = aws["key_path"]
@@ -235,6 +238,21 @@ class _Validator:
                 f"{resolved} can be read by other users (mode {stat.S_IMODE(mode):04o}); run chmod 600 on it",
             )
         aws["key_path"] = str(resolved)
+
+    def _check_prices(self, aws: dict) -> None:
+        prices = aws["instance_price_per_hour"]
+        if prices is None:
+            return
+        checked = {}
+        for instance_type, price in prices.items():
+            where = f"aws.instance_price_per_hour.{instance_type}"
+            if not _FITS["str"](instance_type):
+                self.fail(where, "an instance type must be a non-empty string, e.g. t3.micro: 0.0104")
+            elif not _FITS["number"](price) or price <= 0:
+                self.fail(where, f"must be a price per hour greater than 0, not {price!r}")
+            else:
+                checked[instance_type] = float(price)
+        aws["instance_price_per_hour"] = checked
 
     def _event_commands(self, given: dict | None) -> dict[str, tuple[str, ...]]:
         event_commands: dict[str, tuple[str, ...]] = {}

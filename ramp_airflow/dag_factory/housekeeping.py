@@ -15,13 +15,15 @@ from ramp_airflow.config import EventConfig
 from ramp_airflow.dag_factory import bounds
 from ramp_airflow.dag_factory.arguments import aws_credentials, database_arguments
 from ramp_airflow.operators.claims import ReconcileClaimsOperator, StopDisownedInstancesOperator
-from ramp_airflow.operators.ec2 import SweepOrphanInstancesOperator
+from ramp_airflow.operators.terminations import SweepOrphanInstancesOperator
 from ramp_airflow.utils.dag_ids import housekeeping_dag_id, training_dag_id
+from ramp_airflow.utils.layout import cost_ledger_file
 
 
 def build_housekeeping_dag(config: EventConfig) -> DAG:
     """Build ``ramp_housekeeping_<event>``, which runs every ``aws.orphan_sweep_interval_secs``."""
     aws = config.aws
+    ledger = cost_ledger_file(aws.local_log_folder, config.event_name)
     with DAG(
         dag_id=housekeeping_dag_id(config.event_name),
         description=f"Set right RAMP event {config.event_name}'s claims and instances that no run owns",
@@ -39,6 +41,7 @@ def build_housekeeping_dag(config: EventConfig) -> DAG:
         StopDisownedInstancesOperator(
             task_id="stop_disowned_instances",
             aws_credentials=aws_credentials(config),
+            ledger_path=ledger,
             execution_timeout=bounds.EC2_CALLS,
             **database_arguments(config),
         )
@@ -47,6 +50,7 @@ def build_housekeeping_dag(config: EventConfig) -> DAG:
             event_name=config.event_name,
             grace_period_secs=aws.orphan_grace_period_secs,
             aws_credentials=aws_credentials(config),
+            ledger_path=ledger,
             execution_timeout=bounds.EC2_CALLS,
         )
     return dag

@@ -23,11 +23,7 @@ from ramp_airflow.config import EventConfig
 from ramp_airflow.dag_factory import bounds
 from ramp_airflow.dag_factory.arguments import aws_credentials, database_arguments, instance_login
 from ramp_airflow.dag_factory.run_form import add_run_form
-from ramp_airflow.operators.ec2 import (
-    LaunchInstanceOperator,
-    TerminateInstanceOperator,
-    TerminateRunInstancesOperator,
-)
+from ramp_airflow.operators.ec2 import LaunchInstanceOperator
 from ramp_airflow.operators.event_commands import RunEventCommandsOperator
 from ramp_airflow.operators.ramp_database import (
     ClaimSubmissionOperator,
@@ -35,9 +31,12 @@ from ramp_airflow.operators.ramp_database import (
     MarkTrainingOperator,
     RecordResultsOperator,
 )
+from ramp_airflow.operators.terminations import TerminateInstanceOperator, TerminateRunInstancesOperator
 from ramp_airflow.operators.training import FetchResultsOperator, RsyncTrainOperator
 from ramp_airflow.sensors.instance import InstanceReadySensor, TrainingFinishedSensor
 from ramp_airflow.utils.dag_ids import training_dag_id
+from ramp_airflow.utils.ec2_lifecycle import READY_AT
+from ramp_airflow.utils.layout import cost_ledger_file
 from ramp_airflow.utils.submission_states import SCORED, TRAINING_ERROR
 
 CLAIM = "claim_submission"
@@ -55,6 +54,11 @@ def _xcom(task_id: str, key: str = "") -> str:
     serves only the pull of one map index (the tasks are not mapped: -1).
     """
     return f"{{{{ ti.xcom_pull(task_ids='{task_id}', map_indexes=-1){key} }}}}"
+
+
+def _ready_at(group: str) -> str:
+    """A template of when an attempt's ready wait saw its instance ready (None when it never did)."""
+    return f"{{{{ ti.xcom_pull(task_ids='{group}.{WAIT_FOR_INSTANCE}', key='{READY_AT}') }}}}"
 
 
 def training_attempt(ti, attempts: int) -> dict[str, Any]:
@@ -77,6 +81,7 @@ def build_training_dag(config: EventConfig) -> DAG:
     db, credentials, login = database_arguments(config), aws_credentials(config), instance_login(config)
     submission_id = _xcom(CLAIM, "['id']")
     download_secs = bounds.download_secs(aws.max_output_mb)
+    ledger = cost_ledger_file(aws.local_log_folder, config.event_name)
 
     with DAG(
         dag_id=training_dag_id(config.event_name),
@@ -107,7 +112,7 @@ def build_training_dag(config: EventConfig) -> DAG:
             execution_timeout=bounds.DATABASE_STEP,
             **db,
         )
-        previous, teardowns = claim, []
+        previous, teardowns, ready_times = claim, [], {}
         for number in range(1, attempts + 1):
             group = f"attempt_{number}"
             instance_id, address = _xcom(f"{group}.{LAUNCH}"), _xcom(f"{group}.{WAIT_FOR_INSTANCE}")
@@ -199,6 +204,9 @@ def build_training_dag(config: EventConfig) -> DAG:
                     task_id="terminate_instance",
                     instance_id=instance_id,
                     aws_credentials=credentials,
+                    ledger_path=ledger,
+                    submission=f"{{{{ {SUBMISSION} }}}}",
+                    ready_at=_ready_at(group),
                     execution_timeout=bounds.EC2_CALLS,
                 )
                 previous >> launch >> ready >> [train, mark_training]
@@ -209,6 +217,7 @@ def build_training_dag(config: EventConfig) -> DAG:
             # Recording waits for the mark too, so that a quick training is never marked after it.
             [mark_training, fetch] >> record
             teardowns.append(terminate)
+            ready_times[launch.task_id] = _ready_at(group)
             previous = fetch
 
         for moment, state in (("successful_training", SCORED), ("failed_training", TRAINING_ERROR)):
@@ -223,9 +232,14 @@ def build_training_dag(config: EventConfig) -> DAG:
             **db,
         )
         record >> ensure_final
+        # Last, it logs what the run cost: the ledger rows of all its instances.
         leftovers = TerminateRunInstancesOperator(
             task_id="terminate_leftover_instances",
             aws_credentials=credentials,
+            ledger_path=ledger,
+            submission=f"{{{{ {SUBMISSION} }}}}",
+            outcome=f"{{{{ ti.xcom_pull(task_ids='{record.task_id}') }}}}",
+            ready_times=ready_times,
             trigger_rule=TriggerRule.ALL_DONE,
             execution_timeout=bounds.EC2_CALLS,
         )

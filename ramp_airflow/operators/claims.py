@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from ramp_airflow.operators.ramp_database import _RampDatabaseOperator
+from ramp_airflow.operators.terminations import terminate_recorded
 from ramp_airflow.utils import ec2_tags
 from ramp_airflow.utils.aws_credentials import AwsCredentials
 from ramp_airflow.utils.claim_sql import RunRef
@@ -91,12 +92,14 @@ class StopDisownedInstancesOperator(_RampDatabaseOperator):
     so the claim of every instance listed is already visible, and a run just starting keeps its instance.
 
     :param aws_credentials: how to reach EC2 (the config's ``aws`` section)
+    :param ledger_path: the event's cost ledger, where each instance it terminates is recorded (None: nowhere)
     :return: the ids of the instances it terminated
     """
 
-    def __init__(self, *, aws_credentials: AwsCredentials, **kwargs) -> None:
+    def __init__(self, *, aws_credentials: AwsCredentials, ledger_path: str | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self.aws_credentials = aws_credentials
+        self.ledger_path = ledger_path
 
     @cached_property
     def ec2(self) -> RampEc2Hook:
@@ -105,15 +108,15 @@ class StopDisownedInstancesOperator(_RampDatabaseOperator):
         return RampEc2Hook(**self.aws_credentials.hook_kwargs())
 
     def execute(self, context: Context) -> list[str]:
-        trainings = {}  # instance id -> (submission id, the run that launched it)
+        trainings = {}  # instance id -> (submission id, the run that launched it, EC2's description)
         for instance in self.ec2.list_backend_instances(self.event_name):
             tags = ec2_tags.tags_of(instance)
             run = RunRef(tags.get(ec2_tags.DAG_ID, ""), tags.get(ec2_tags.RUN_ID, ""))
             if run.dag_id and run.run_id and tags.get(ec2_tags.SUBMISSION_ID, "").isdigit():
-                trainings[instance["InstanceId"]] = (int(tags[ec2_tags.SUBMISSION_ID]), run)
-        claims = self.hook.claims_of(sorted({sid for sid, _ in trainings.values()}))
+                trainings[instance["InstanceId"]] = (int(tags[ec2_tags.SUBMISSION_ID]), run, instance)
+        claims = self.hook.claims_of(sorted({sid for sid, _, _ in trainings.values()}))
         terminated = []
-        for instance_id, (submission_id, run) in trainings.items():
+        for instance_id, (submission_id, run, instance) in trainings.items():
             state, owner = claims.get(submission_id, ("deleted", None))
             if state in IN_FLIGHT and owner == run:
                 continue
@@ -125,6 +128,6 @@ class StopDisownedInstancesOperator(_RampDatabaseOperator):
                 state,
                 owner or "no known run",
             )
-            self.ec2.terminate_instance(instance_id)
+            terminate_recorded(self.ec2, instance, self.ledger_path, self.task_id, self.log)
             terminated.append(instance_id)
         return terminated

@@ -1,18 +1,16 @@
-"""Tasks that launch, terminate and sweep the instances training RAMP submissions."""
+"""The task that launches the instance training a RAMP submission, and the base of the EC2 tasks."""
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
-from ramp_airflow.utils import ec2_lifecycle, ec2_tags
+from ramp_airflow.utils import ec2_lifecycle
 from ramp_airflow.utils.aws_credentials import DEFAULT_CREDENTIALS, AwsCredentials
 from ramp_airflow.utils.ec2_states import USABLE_STATES
-from ramp_airflow.utils.run_states import RUN_STATE_ERRORS, dag_run_state
 from ramp_airflow.utils.run_values import given, submission_id_of
 
 if TYPE_CHECKING:
@@ -180,101 +178,3 @@ class LaunchInstanceOperator(_Ec2Operator):
         except Exception:
             # The launch's own error is the one to report; the sweep catches what is left.
             self.log.exception("Could not look for instances of the failed launch; the orphan sweep will")
-
-
-class TerminateInstanceOperator(_Ec2Operator):
-    """
-    Terminate the instance this run launched; meant as the run's teardown task.
-
-    An instance not launched by this DAG run (an existing instance) is left running; one
-    already gone, or no instance id (the launch created none), is a success.
-
-    :param instance_id: the instance to terminate (templated), usually the launch task's XCom
-    """
-
-    template_fields: Sequence[str] = ("instance_id",)
-    ui_color = "#e8a0a0"
-
-    def __init__(self, *, instance_id: str | None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.instance_id = instance_id
-
-    def execute(self, context: Context) -> None:
-        instance_id = given(self.instance_id)
-        instance = self.hook.describe_instance(instance_id) if instance_id else None
-        if instance_id is None:
-            self.log.info("No instance to terminate: the launch did not create one")
-        elif instance is None:
-            self.log.info("Instance %s is already gone", instance_id)
-        elif not ec2_tags.launched_by(ec2_tags.tags_of(instance), self.dag_id, context["run_id"]):
-            self.log.info("Leaving instance %s running: this run did not launch it", instance_id)
-        else:
-            self.hook.terminate_instance(instance_id)
-
-
-class TerminateRunInstancesOperator(_Ec2Operator):
-    """
-    Terminate every instance this run launched that is still alive: the run's last safety net.
-
-    The attempts' teardowns terminate their instances; a teardown does not run when its launch
-    failed, though, and a launch task killed after EC2 created the instance, with no retry left,
-    leaves one that only the tags know of. This task finds those by the run's tags.
-    """
-
-    ui_color = "#e8a0a0"
-
-    def execute(self, context: Context) -> list[str]:
-        terminated = []
-        for instance in self.hook.list_run_instances(self.dag_id, context["run_id"]):
-            self.log.warning(
-                "Terminating instance %s, which this run launched and left running", instance["InstanceId"]
-            )
-            self.hook.terminate_instance(instance["InstanceId"])
-            terminated.append(instance["InstanceId"])
-        return terminated
-
-
-class SweepOrphanInstancesOperator(_Ec2Operator):
-    """
-    Terminate the event's backend instances whose Airflow run has ended or is unknown.
-
-    Pushes the ids of the instances it terminated.
-
-    :param event_name: the RAMP event (templated)
-    :param grace_period_secs: instances younger than this are left alone
-    """
-
-    template_fields: Sequence[str] = ("event_name",)
-
-    def __init__(self, *, event_name: str, grace_period_secs: float = 600, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.event_name = event_name
-        self.grace_period_secs = grace_period_secs
-
-    def execute(self, context: Context) -> list[str]:
-        now = datetime.datetime.now(datetime.timezone.utc)
-        terminated = []
-        for instance in self.hook.list_backend_instances(self.event_name):
-            instance_id, tags = instance["InstanceId"], ec2_tags.tags_of(instance)
-            try:
-                run_state = _run_state(context, tags)
-            except RUN_STATE_ERRORS as err:
-                self.log.warning("Leaving %s alone: the state of its run cannot be read now (%s)", instance_id, err)
-                continue
-            reason = ec2_lifecycle.orphan_reason(tags, instance["LaunchTime"], now, run_state, self.grace_period_secs)
-            if reason is None:
-                self.log.info("Keeping instance %s (run state %s)", instance_id, run_state)
-                continue
-            self.log.warning("Terminating orphan instance %s: %s", instance_id, reason)
-            self.hook.terminate_instance(instance_id)
-            terminated.append(instance_id)
-        self.log.info("Terminated %d orphan instance(s) of event %s", len(terminated), self.event_name)
-        return terminated
-
-
-def _run_state(context: Context, tags: dict[str, str]) -> str | None:
-    """The state of the Airflow run named by the tags; None when there is none or Airflow does not know it."""
-    dag_id, run_id = tags.get(ec2_tags.DAG_ID), tags.get(ec2_tags.RUN_ID)
-    if not dag_id or not run_id:
-        return None
-    return dag_run_state(context, dag_id, run_id)

@@ -52,7 +52,8 @@ def _starting_in_triggerer(sensor: BaseSensorOperator, trigger, timeout: timedel
 
 class InstanceReadySensor(BaseSensorOperator):
     """
-    Wait until an instance is running with its status checks passed; return its SSH address.
+    Wait until an instance is running with its status checks passed; return its SSH address, and push
+    when it saw it ready under the XCom key :data:`~ramp_airflow.utils.ec2_lifecycle.READY_AT`.
 
     Fails, saying so, when the instance is stopped or terminated meanwhile (a reclaimed spot
     instance, someone in the console) or is not ready in time; the run's teardown terminates it.
@@ -129,12 +130,14 @@ class InstanceReadySensor(BaseSensorOperator):
         self._fail_unless_usable(verdict, description)
         if verdict != ec2_lifecycle.READY:
             return False
+        context["ti"].xcom_push(key=ec2_lifecycle.READY_AT, value=ec2_lifecycle.now_stamp())
         return PokeReturnValue(is_done=True, xcom_value=self.hook.get_ssh_address(self.instance_id))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> str:
         if not event or event.get("instance_id") != self.instance_id:
             raise AirflowException(f"Unexpected event while waiting for instance {self.instance_id}: {event!r}")
         self._fail_unless_usable(event["status"], event["message"])
+        context["ti"].xcom_push(key=ec2_lifecycle.READY_AT, value=event.get(ec2_lifecycle.READY_AT))
         return event["address"]
 
     def _fail_unless_usable(self, verdict: str, description: str) -> None:

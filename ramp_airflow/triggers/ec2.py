@@ -40,8 +40,9 @@ class InstanceReadyTrigger(BaseTrigger):
     Poll an instance until it runs with both status checks passed, it is gone, or time is up.
 
     Yields one event: ``{"status": "ready" | "gone" | "timeout", "instance_id", "message"}``,
-    with the instance's SSH ``address`` when it is ready. With ``end_from_trigger`` it ends the
-    task instead, with the address as its XCom or failed, saying why.
+    with the instance's SSH ``address`` and when it was seen ready (``ready_at``) when it is ready.
+    With ``end_from_trigger`` it ends the task instead, with the address as its XCom (and ``ready_at``
+    as another), or failed, saying why.
 
     :param instance_id: the instance to watch (templated when the sensor starts here)
     :param aws: :meth:`~ramp_airflow.utils.aws_credentials.AwsCredentials.reference`
@@ -99,15 +100,16 @@ class InstanceReadyTrigger(BaseTrigger):
                 verdict = ec2_lifecycle.TIMEOUT
                 break
             await asyncio.sleep(min(self.poll_interval, remaining))
-        address = None
+        address = ready = None
         if verdict == ec2_lifecycle.READY:
+            ready = {ec2_lifecycle.READY_AT: ec2_lifecycle.now_stamp()}  # for the cost ledger
             # Looked up here, so that the tasks after it need no EC2 client to reach the instance.
             address = await hook.get_ssh_address_async(self.instance_id)
         if not self.end_from_trigger:
             event = {"status": verdict, "instance_id": self.instance_id, "message": description}
-            yield TriggerEvent({**event, "address": address} if address else event)
+            yield TriggerEvent({**event, "address": address, **ready} if address else event)
         elif address:
-            yield await task_success(self, address)
+            yield await task_success(self, address, **ready)
         elif verdict == ec2_lifecycle.GONE and self.skip_when_lost:
             self.log.warning(
                 "Instance %s is gone (%s): the next attempt trains on a new one", self.instance_id, description

@@ -7,9 +7,10 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TaskSuccessEvent
 
 
-async def task_success(trigger: BaseTrigger, return_value: Any) -> TaskSuccessEvent:
+async def task_success(trigger: BaseTrigger, return_value: Any, **other_xcoms: Any) -> TaskSuccessEvent:
     """
-    Push ``return_value`` as the task's XCom through the Task SDK, then end the task successfully.
+    Push ``return_value`` as the task's XCom, and ``other_xcoms`` under their keys, through the Task
+    SDK, then end the task successfully.
 
     Not ``TaskSuccessEvent(xcoms=...)``: Airflow 3.3 stores those JSON-encoded once more than the
     XComs a task pushes itself, so that ``ti.xcom_pull`` would read a JSON string back. A sensor that
@@ -18,12 +19,8 @@ async def task_success(trigger: BaseTrigger, return_value: Any) -> TaskSuccessEv
     from airflow.sdk.execution_time.xcom import XCom
 
     ti = trigger.task_instance
-    await XCom.aset(
-        key="return_value",
-        value=return_value,
-        dag_id=ti.dag_id,
-        task_id=ti.task_id,
-        run_id=ti.run_id,
-        map_index=ti.map_index,
-    )
+    for key, value in {"return_value": return_value, **other_xcoms}.items():
+        await XCom.aset(
+            key=key, value=value, dag_id=ti.dag_id, task_id=ti.task_id, run_id=ti.run_id, map_index=ti.map_index
+        )
     return TaskSuccessEvent()

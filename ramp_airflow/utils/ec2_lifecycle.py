@@ -8,13 +8,15 @@ from collections.abc import Mapping
 from airflow.sdk import DagRunState
 
 from ramp_airflow.utils import ec2_tags
-from ramp_airflow.utils.ec2_states import GONE_STATES
+from ramp_airflow.utils.ec2_states import GONE_STATES, market_of
 
 READY = "ready"
 WAITING = "waiting"
 GONE = "gone"
 # What the readiness trigger reports when its deadline passed first.
 TIMEOUT = "timeout"
+# The ready wait's XCom (and event field) saying when it saw the instance ready: ISO 8601, UTC.
+READY_AT = "ready_at"
 
 _ENDED_RUN_STATES = (DagRunState.SUCCESS, DagRunState.FAILED)
 
@@ -46,8 +48,16 @@ def launched(instance: Mapping) -> dict[str, str]:
     :return: ``instance_id``, ``instance_type`` and ``market``: EC2's ``InstanceLifecycle`` (``spot``),
         or ``on-demand`` when EC2 gives none, as it does for on-demand instances
     """
-    market = instance.get("InstanceLifecycle", "on-demand")
-    return {"instance_id": instance["InstanceId"], "instance_type": instance["InstanceType"], "market": market}
+    return {
+        "instance_id": instance["InstanceId"],
+        "instance_type": instance["InstanceType"],
+        "market": market_of(instance),
+    }
+
+
+def now_stamp() -> str:
+    """The current time as :data:`READY_AT` holds it."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
 def unready_error(instance_id: str, verdict: str, description: str, timeout_secs: float) -> str | None:

@@ -119,3 +119,14 @@ def local_predictions_dir(local_predictions_folder: str, submission_id: int) -> 
 def local_log_dir(local_log_folder: str, submission_id: int) -> str:
     """Where the submission's log and ``mprof.dat`` are downloaded (the hooks' submission folder)."""
     return posixpath.join(local_log_folder, submission_folder(submission_id))
+
+
+def cost_ledger_file(local_log_folder: str, event_name: str) -> str:
+    """
+    The event's cost ledger, ``<local_log_folder>/<event>_cost_ledger.csv``.
+
+    In the log folder, which the backend must be able to write to anyway; named after the event, so
+    that events sharing a log folder keep apart; never a ``submission_*`` name, so no submission's
+    folder can collide with it.
+    """
+    return posixpath.join(local_log_folder, f"{event_name}_cost_ledger.csv")
