@@ -99,6 +99,36 @@ def test_loop_gives_no_team_more_than_its_cap(loop_dag, fresh_ramp_db):
     assert state("error_in_fit") == "new"
 
 
+def test_a_spent_budget_holds_the_claims_until_it_is_raised(loop_dag, fresh_ramp_db, tmp_path):
+    """The loop claims nothing once the ledger reaches aws.budget, runs budget_exhausted once, and resumes."""
+
+    from ramp_airflow.config import load_config
+    from testbench.ledger import bill
+
+    db = fresh_ramp_db
+    notes = tmp_path / "budget_exhausted.txt"
+    hooks = {"budget_exhausted": f'echo "$RAMP_AWS_BUDGET_SPENT of $RAMP_AWS_BUDGET $RAMP_AWS_BUDGET_UNIT" >> {notes}'}
+    loop = loop_dag(budget=0.01, hooks=hooks)  # 36 instance-seconds
+    bill(load_config(tmp_path / "config.yml"), "t2.micro", 60, "i-0123456789abcdef0")
+    waiting = sorted(db.submissions.values())
+
+    def states() -> list[str]:
+        return [
+            state for (state,) in db.query("SELECT state FROM submissions WHERE id = ANY(%s) ORDER BY id", (waiting,))
+        ]
+
+    for _ in range(2):
+        run = loop.test()
+        tasks = {ti.task_id: ti.state for ti in run.get_task_instances()}
+        assert (tasks["report_budget"], tasks["wait_for_new_submissions"]) == ("success", "skipped")
+        assert states() == ["new"] * len(waiting)
+    assert notes.read_text() == "0.02 of 0.01 instance-hours\n"  # once, not at each loop run
+
+    loop = loop_dag(budget=1, hooks=hooks)  # the organiser raises it
+    assert loop.test().state == "success"
+    assert states() == ["sent_to_training"] * len(waiting)
+
+
 def test_a_requeued_submission_is_trained_again_by_a_new_run(loop, fresh_ramp_db):
     """ramp-database set-submission-state --state new, after a scored or a failed training."""
     db = fresh_ramp_db

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 # The shell commands an event runs on the Airflow side; the YAML calls them ``aws.hooks``.
-EVENT_COMMAND_NAMES = ("start_training", "successful_training", "failed_training")
+EVENT_COMMAND_NAMES = ("start_training", "successful_training", "failed_training", "budget_exhausted")
 # The seed's README spells the success command this way; configs written for it keep working.
 EVENT_COMMAND_ALIASES = {"after_sucessful_training": "successful_training"}
 # The YAML key of the event commands: the seed's name, kept so every config file keeps working.
@@ -110,6 +110,8 @@ class AwsSettings:
     orphan_grace_period_secs: float = setting("number", 600, positive=True)
     # Instance type -> its price per hour, for ramp-airflow cost-report; without it, seconds only.
     instance_price_per_hour: Mapping[str, float] | None = setting("price_table", None)
+    # The event's budget: money with instance_price_per_hour, instance-hours without (None: no budget).
+    budget: float | None = setting("number", None, positive=True)
 
 
 @dataclass(frozen=True)

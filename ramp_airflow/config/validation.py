@@ -253,6 +253,14 @@ class _Validator:
             else:
                 checked[instance_type] = float(price)
         aws["instance_price_per_hour"] = checked
+        types = [aws["instance_type"]] if isinstance(aws["instance_type"], str) else aws["instance_type"] or []
+        unpriced = [name for name in types if name not in checked]
+        if aws["budget"] is not None and unpriced:
+            self.fail(
+                "aws.instance_price_per_hour",
+                f"has no price for {', '.join(unpriced)}: with a price table, aws.budget is money, and every "
+                "type of aws.instance_type needs its price (or remove the table to count the budget in instance-hours)",
+            )
 
     def _event_commands(self, given: dict | None) -> dict[str, tuple[str, ...]]:
         event_commands: dict[str, tuple[str, ...]] = {}

@@ -9,6 +9,7 @@ from airflow.sdk import DAG
 from ramp_airflow.config import EventConfig
 from ramp_airflow.dag_factory import bounds
 from ramp_airflow.dag_factory.housekeeping import reconcile_claims, trigger_training
+from ramp_airflow.operators.budget import ReportBudgetOperator
 from ramp_airflow.sensors.new_submissions import NewSubmissionsSensor
 from ramp_airflow.utils.dag_ids import loop_dag_id
 
@@ -46,5 +47,14 @@ def build_loop_dag(config: EventConfig) -> DAG:
             timeout=max(LOOP_RUN_WAIT_SECS, 10 * interval),
         )
         reconcile >> claim
+        if aws.budget is not None:
+            # Beside the wait, which holds the claims itself once the budget is spent.
+            ReportBudgetOperator(
+                task_id="report_budget",
+                config_path=config.path,
+                execution_timeout=bounds.EVENT_COMMANDS,
+                # The organiser's commands may not be safe to run twice.
+                retries=0,
+            )
         trigger_training(config, "trigger_training").expand_kwargs(claim.output)
     return dag

@@ -68,11 +68,20 @@ class RunEventCommandsOperator(BaseOperator):
         folder = local_log_dir(self.local_log_folder, int(self.submission["id"]))
         env = event_command_environment(self.moment, self.submission, folder)
         # The commands run in the submission's log folder once it exists (it does after the download).
-        hook = SubprocessHook()
-        for number, command in enumerate(self.commands, start=1):
-            result = hook.run_command(["bash", "-c", command], env=env, cwd=folder if os.path.isdir(folder) else None)
-            if result.exit_code != 0:
-                raise AirflowException(
-                    f"event command {self.moment} (aws.hooks.{self.moment}), command {number} of {len(self.commands)} exited with "
-                    f"{result.exit_code}: {command}"
-                )
+        run_event_commands(self.moment, self.commands, env, folder if os.path.isdir(folder) else None)
+
+
+def run_event_commands(moment: str, commands: Sequence[str], env: dict[str, str], cwd: str | None) -> None:
+    """
+    Run one moment's commands in order with ``bash -c``, stopping at the first that fails.
+
+    :raises AirflowException: naming the moment's config field and the command that failed
+    """
+    hook = SubprocessHook()
+    for number, command in enumerate(commands, start=1):
+        result = hook.run_command(["bash", "-c", command], env=env, cwd=cwd)
+        if result.exit_code != 0:
+            raise AirflowException(
+                f"event command {moment} (aws.hooks.{moment}), command {number} of {len(commands)} exited with "
+                f"{result.exit_code}: {command}"
+            )

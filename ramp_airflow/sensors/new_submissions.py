@@ -31,7 +31,8 @@ class NewSubmissionsSensor(BaseSensorOperator):
     Claiming in the task that waits, as it resumes, saves a task start between a submission's
     arrival and its training run. The room is ``max_concurrent_instances`` minus the event's submissions
     already ``sent_to_training`` or ``training``, so that the wait holds while the cap is reached; and
-    only the submissions that fit under their team's cap count as waiting.
+    only the submissions that fit under their team's cap count as waiting. Once the event's budget
+    (``aws.budget``) is spent, there is no room.
 
     :param event_name: the event.
     :param max_concurrent_instances: the cap on submissions in training at once (``aws.max_concurrent_instances``).
@@ -82,18 +83,7 @@ class NewSubmissionsSensor(BaseSensorOperator):
         claimed = self.poke(context)
         if claimed.is_done:
             return claimed.xcom_value
-        self.defer(
-            trigger=NewSubmissionsTrigger(
-                event_name=self.event_name,
-                max_concurrent_instances=self.max_concurrent_instances,
-                max_concurrent_per_team=self.max_concurrent_per_team,
-                postgres_conn_id=self.postgres_conn_id,
-                config_path=self.config_path,
-                poll_interval=self.poke_interval,
-                wait_secs=self.timeout,
-            ),
-            method_name="execute_complete",
-        )
+        self.defer(trigger=self._trigger(), method_name="execute_complete")
 
     def poke(self, context: Context) -> PokeReturnValue:
         room = self._room()
@@ -109,7 +99,19 @@ class NewSubmissionsSensor(BaseSensorOperator):
         return self._claim(self._room())
 
     def _room(self) -> int:
-        return self.hook.room_for_training(self.event_name, self.max_concurrent_instances, self.max_concurrent_per_team)
+        return self._trigger().room(self.hook)
+
+    def _trigger(self) -> NewSubmissionsTrigger:
+        """The wait in the triggerer; its room is this task's too (the same caps and budget)."""
+        return NewSubmissionsTrigger(
+            event_name=self.event_name,
+            max_concurrent_instances=self.max_concurrent_instances,
+            max_concurrent_per_team=self.max_concurrent_per_team,
+            postgres_conn_id=self.postgres_conn_id,
+            config_path=self.config_path,
+            poll_interval=self.poke_interval,
+            wait_secs=self.timeout,
+        )
 
     def _claim(self, room: int) -> list[dict[str, Any]]:
         dag_id = training_dag_id(self.event_name)

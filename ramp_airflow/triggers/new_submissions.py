@@ -9,11 +9,13 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from ramp_airflow.config import load_config
+from ramp_airflow.utils.budget import exhausted_budget
 
 
 class NewSubmissionsTrigger(BaseTrigger):
     """
-    Poll the RAMP database until the event has a submission ready to train and room for it.
+    Poll the RAMP database until the event has a submission ready to train, room for it, and budget
+    left (``aws.budget``, against the event's cost ledger).
 
     :param event_name: the event.
     :param max_concurrent_instances: the cap on the event's submissions ``sent_to_training`` or ``training``
@@ -68,14 +70,20 @@ class NewSubmissionsTrigger(BaseTrigger):
         deadline = time.monotonic() + self.wait_secs
         while True:
             # The database driver blocks; a thread keeps the triggerer's event loop free.
-            room = await asyncio.to_thread(
-                hook.room_for_training, self.event_name, self.max_concurrent_instances, self.max_concurrent_per_team
-            )
+            room = await asyncio.to_thread(self.room, hook)
             if room > 0:
                 yield TriggerEvent({"status": "success", "count": room})
                 return
             if time.monotonic() + self.poll_interval > deadline:
                 yield TriggerEvent({"status": "none"})
                 return
-            self.log.info("No new submission for event %s, or no room for one", self.event_name)
+            self.log.info("No new submission for event %s, or no room or budget for one", self.event_name)
             await asyncio.sleep(self.poll_interval)
+
+    def room(self, hook) -> int:
+        """How many submissions may be claimed now: none once the event's budget is spent."""
+        spent = exhausted_budget(self.config_path)
+        if spent is not None:
+            self.log.warning("Claiming nothing for event %s: its budget is spent (%s)", self.event_name, spent)
+            return 0
+        return hook.room_for_training(self.event_name, self.max_concurrent_instances, self.max_concurrent_per_team)

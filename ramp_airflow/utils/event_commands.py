@@ -28,3 +28,16 @@ def event_command_environment(name: str, submission: Mapping[str, Any], submissi
         RAMP_AWS_SUBMISSION_FOLDER=submission_folder,
     )
     return env
+
+
+def budget_command_environment(event_name: str, spent: float, budget: float, unit: str) -> dict[str, str]:
+    """The worker's environment plus the ``RAMP_AWS_*`` variables of a ``budget_exhausted`` command."""
+    env = dict(os.environ)
+    env.update(
+        RAMP_AWS_EVENT=event_name,
+        RAMP_AWS_HOOK="budget_exhausted",
+        RAMP_AWS_BUDGET=f"{budget:g}",
+        RAMP_AWS_BUDGET_SPENT=f"{spent:.2f}",
+        RAMP_AWS_BUDGET_UNIT=unit,
+    )
+    return env

@@ -130,3 +130,11 @@ def cost_ledger_file(local_log_folder: str, event_name: str) -> str:
     folder can collide with it.
     """
     return posixpath.join(local_log_folder, f"{event_name}_cost_ledger.csv")
+
+
+def budget_exhausted_marker(local_log_folder: str, event_name: str) -> str:
+    """
+    ``<local_log_folder>/<event>_budget_exhausted``: there while the event's budget is spent and its
+    ``budget_exhausted`` commands have run, so that they run once each time the budget runs out.
+    """
+    return posixpath.join(local_log_folder, f"{event_name}_budget_exhausted")
