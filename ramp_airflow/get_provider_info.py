@@ -26,7 +26,11 @@ def get_provider_info() -> dict:
         ],
         "hooks": _modules("hooks.ec2", "hooks.instance_ssh", "hooks.instance_ssh_async", "hooks.ramp_database"),
         "operators": _modules(
-            "operators.ec2", "operators.training", "operators.ramp_database", "operators.event_commands"
+            "operators.ec2",
+            "operators.training",
+            "operators.ramp_database",
+            "operators.event_commands",
+            "operators.leaderboards",
         ),
         "sensors": _modules("sensors.instance", "sensors.new_submissions"),
         "triggers": _modules("triggers.ec2", "triggers.training", "triggers.new_submissions"),

@@ -8,11 +8,14 @@ from typing import Any
 import yaml
 
 
-def write_event_config(path: Path, ramp_db, instance, ec2, **aws_overrides: Any) -> Path:
+def write_event_config(
+    path: Path, ramp_db, instance, ec2, platform_python: str | None = None, **aws_overrides: Any
+) -> Path:
     """
     Write a config for the bench event: its RAMP database, the moto AMI and key pair, the sshd
-    instance and short poll intervals; ``aws_overrides`` replace or add ``aws`` fields, and an
-    override of None leaves the field out (its default applies).
+    instance and short poll intervals; ``platform_python`` is ``ramp.platform_python`` (left out when
+    None); ``aws_overrides`` replace or add ``aws`` fields, and an override of None leaves the field
+    out (its default applies).
     """
     work = path.parent
     aws = {
@@ -36,7 +39,7 @@ def write_event_config(path: Path, ramp_db, instance, ec2, **aws_overrides: Any)
     aws = {field: value for field, value in aws.items() if value is not None}
     config = {
         "sqlalchemy": ramp_db.sqlalchemy_config,
-        "ramp": {"event_name": ramp_db.event},
+        "ramp": {"event_name": ramp_db.event, **({"platform_python": platform_python} if platform_python else {})},
         "aws": aws,
     }
     path.write_text(yaml.safe_dump(config, sort_keys=False))

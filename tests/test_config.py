@@ -164,6 +164,26 @@ def test_each_mistake_names_its_field(tmp_path, key_file, override, expected):
     assert any(p.startswith(f"{path}: ") and expected in p for p in problems), problems
 
 
+def test_platform_python_must_be_an_executable(tmp_path, key_file):
+    def with_python(given: str) -> str:
+        return seed_config(key_file).replace("event_name : iris", f"event_name : iris\n    platform_python: {given}")
+
+    assert load_config(write(tmp_path, seed_config(key_file))).platform_python is None
+    venv = tmp_path / "ramp-venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").symlink_to("/usr/bin/python3")
+    # Relative to the config file's folder, and left a symlink: a virtualenv's python must stay one.
+    assert load_config(write(tmp_path, with_python("ramp-venv/bin/python"))).platform_python == str(venv / "python")
+    path = write(tmp_path, with_python("ramp-venv/bin/python3"))
+    assert problems_of(path) == [
+        f"{path}: ramp.platform_python: {venv}/python3 is not a file; give the RAMP virtualenv's bin/python"
+    ]
+    (venv / "python3").write_text("#!/bin/sh\n")
+    assert problems_of(path) == [
+        f"{path}: ramp.platform_python: {venv}/python3 is not executable; give the RAMP virtualenv's bin/python"
+    ]
+
+
 def test_key_readable_by_others_is_refused(tmp_path, key_file):
     key_file.chmod(0o644)
     problems = problems_of(write(tmp_path, seed_config(key_file)))
@@ -252,7 +272,9 @@ def test_section_table_is_derived_from_the_dataclasses():
     event = settings(EventConfig)
     assert list(SECTIONS) == ["sqlalchemy", "ramp", "aws"]
     assert identities(SECTIONS["sqlalchemy"]) == identities(settings(DatabaseSettings))
-    assert identities(SECTIONS["ramp"]) == identities({"event_name": event["event_name"]})
+    assert identities(SECTIONS["ramp"]) == identities(
+        {"event_name": event["event_name"], "platform_python": event["platform_python"]}
+    )
     assert identities(SECTIONS["aws"]) == identities({**settings(AwsSettings), "hooks": event["event_commands"]})
     # The metadata carries each field's kind, default and constraints.
     assert SECTIONS["aws"]["ssh_port"] == Setting("int", 22, positive=True)

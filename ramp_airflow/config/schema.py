@@ -126,6 +126,8 @@ class EventConfig:
     event_commands: Mapping[str, tuple[str, ...]] = setting(
         "event_commands", None, section="aws", key=EVENT_COMMANDS_KEY
     )
+    # The RAMP platform's virtualenv's python (ramp-database); without it, no leaderboard DAG.
+    platform_python: str | None = setting("str", None, section="ramp")
 
 
 def settings_of(cls: type, section: str | None = None) -> dict[str, Setting]:

@@ -1,7 +1,7 @@
 """Read an event's config file and check it against the schema, reporting every problem at once.
 
-Loading touches only the file itself (and the stat of ``aws.key_path``): DAG files call it at every
-parse, so it must stay fast and free of network and database access.
+Loading touches only the file itself (and the stat of ``aws.key_path`` and ``ramp.platform_python``):
+DAG files call it at every parse, so it must stay fast and free of network and database access.
 """
 
 from __future__ import annotations
@@ -115,6 +115,7 @@ class _Validator:
         db, ramp, aws = values["sqlalchemy"], values["ramp"], values["aws"]
         self._check_database(db)
         self._check_event_name(ramp.get("event_name"))
+        self._check_platform_python(ramp)
         self._check_aws(aws)
         # The event commands sit in the aws section of the YAML but are not AWS settings.
         event_commands = self._event_commands(aws.pop(EVENT_COMMANDS_KEY))
@@ -130,6 +131,7 @@ class _Validator:
         return EventConfig(
             path=str(Path(self.path).resolve()),
             event_name=ramp["event_name"],
+            platform_python=ramp["platform_python"],
             database=DatabaseSettings(**db),
             aws=AwsSettings(**aws),
             event_commands=event_commands,
@@ -188,6 +190,23 @@ class _Validator:
         if name is not None and not _EVENT_NAME.match(name):
             self.fail("ramp.event_name", "may only hold letters, digits, '_', '-' and '.' (it names the DAGs)")
 
+    def _check_platform_python(self, ramp: dict) -> None:
+        given = ramp.get("platform_python")
+        if given is None:
+            return
+        # Made absolute, never resolved: a virtualenv's python is a symlink that must stay one.
+        python = self._relative_to_config(given)
+        if not python.is_file():
+            self.fail("ramp.platform_python", f"{python} is not a file; give the RAMP virtualenv's bin/python")
+        elif not os.access(python, os.X_OK):
+            self.fail("ramp.platform_python", f"{python} is not executable; give the RAMP virtualenv's bin/python")
+        ramp["platform_python"] = str(python)
+
+    def _relative_to_config(self, given: str) -> Path:
+        """A path of the config, ``~`` expanded, relative to the config file's folder."""
+        path = Path(given).expanduser()
+        return path if path.is_absolute() else Path(self.path).resolve().parent / path
+
     def _check_aws(self, aws: dict) -> None:
         if (aws["ami_image_id"] is None) == (aws["ami_image_name"] is None):
             self.fail("aws.ami_image_id", "give exactly one of aws.ami_image_id and aws.ami_image_name")
@@ -222,9 +241,7 @@ class _Validator:
             if aws["ssh_conn_id"] is None:
                 self.fail("aws.key_path", "missing required field (or give aws.ssh_conn_id)")
             return
-        resolved = Path(key_path).expanduser()
-        if not resolved.is_absolute():
-            resolved = Path(self.path).resolve().parent / resolved
+        resolved = self._relative_to_config(key_path)
         try:
             mode = resolved.stat().st_mode
         except OSError as err:

@@ -31,6 +31,8 @@ RETRIES = {
 DATABASE_STEP = datetime.timedelta(minutes=5)
 EC2_CALLS = datetime.timedelta(minutes=10)
 UPLOAD_SECS = 1800
+# ramp-database rebuilding an event's leaderboards: it reads every scored submission of the event.
+LEADERBOARDS = datetime.timedelta(minutes=30)
 # The organiser's own commands: trusted, but a hung one must not hold a run forever.
 EVENT_COMMANDS = datetime.timedelta(hours=1)
 # How long past the training's time limit the training wait may last: its poll, killing the training.

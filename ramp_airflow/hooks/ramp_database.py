@@ -112,6 +112,18 @@ class RampDatabaseHook(RampClaimsMixin, PostgresHook):
             raise SubmissionNotFound(f"no event named {event_name!r} in the RAMP database; check ramp.event_name")
         return int(row[0])
 
+    def official_score(self, submission_id: int) -> dict[str, Any] | None:
+        """
+        The submission's score of the event's official score type, bagged over the CV folds:
+        ``name``, ``valid`` and ``test`` (the private one); None when the event names no such type.
+
+        :param submission_id: ``submissions.id``.
+        """
+        with self._transaction() as cur:
+            cur.execute(sql.OFFICIAL_SCORE, (int(submission_id),))
+            row = cur.fetchone()
+        return None if row is None else dict(zip(("name", "valid", "test"), row))
+
     # Transitions
 
     def _transition(

@@ -11,8 +11,9 @@ from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSki
 from ramp_airflow.utils import training_states as ts
 from ramp_airflow.utils.claim_sql import ClaimLost, RunRef
 from ramp_airflow.utils.dag_ids import training_dag_id
+from ramp_airflow.utils.results_asset import results_asset, results_extra
 from ramp_airflow.utils.run_conf import RunConfError, parse_run_conf
-from ramp_airflow.utils.submission_states import IN_FLIGHT, NEW, StateTransitionError
+from ramp_airflow.utils.submission_states import IN_FLIGHT, NEW, SCORED, StateTransitionError
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -128,6 +129,12 @@ class RecordResultsOperator(_RampDatabaseOperator):
     ``checking_error`` with ``lost_message``, and the task fails: the platform failed, not the
     submission.
 
+    Its outlet is the event's results Asset (:func:`~ramp_airflow.utils.results_asset.results_asset`):
+    a recorded result emits one asset event whose extra names the submission, its state and its
+    official score (see :func:`~ramp_airflow.utils.results_asset.results_extra`). A task that fails
+    (the lost instance, a lost claim) emits none.
+
+    :param event_name: the event the submission belongs to.
     :param submission_id: the submission (templated).
     :param outcome: how the training ended, as the training wait returned it (templated).
     :param result: the parsed results, as the fetch step returned them (templated).
@@ -140,13 +147,15 @@ class RecordResultsOperator(_RampDatabaseOperator):
     def __init__(
         self,
         *,
+        event_name: str,
         submission_id: Any,
         outcome: Any,
         result: Any,
         lost_message: str = "The EC2 instance was lost during training (terminated or reclaimed).",
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        self.results_asset = results_asset(event_name)
+        super().__init__(event_name=event_name, outlets=[self.results_asset], **kwargs)
         self.submission_id = submission_id
         self.outcome = outcome
         self.result = result
@@ -154,9 +163,14 @@ class RecordResultsOperator(_RampDatabaseOperator):
 
     def execute(self, context: Context) -> str:
         try:
-            return self._record(self.this_run(context))
+            state = self._record(self.this_run(context))
         except ClaimLost as err:
             raise AirflowFailException(str(err)) from None
+        submission_id = int(self.submission_id)
+        score = self.hook.official_score(submission_id) if state == SCORED else None
+        extra = results_extra(self.hook.get_submission(submission_id), state, score)
+        context["outlet_events"][self.results_asset].extra = extra
+        return state
 
     def _record(self, owner: RunRef) -> str:
         if self.outcome.get("outcome") == ts.LOST:

@@ -22,6 +22,11 @@ def housekeeping_dag_id(event_name: str) -> str:
     return f"ramp_housekeeping_{event_name}"
 
 
+def leaderboards_dag_id(event_name: str) -> str:
+    """``ramp_leaderboards_<event>``: refreshes the event's leaderboards after each recorded result."""
+    return f"ramp_leaderboards_{event_name}"
+
+
 def training_run_id(submission_id: int, claimed_at: datetime.datetime) -> str:
     """
     The run id the loop gives the training run of one claim of a submission, e.g.

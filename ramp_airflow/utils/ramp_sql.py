@@ -69,6 +69,14 @@ N_CV_FOLDS = """
     SELECT count(c.id) FROM events e LEFT JOIN cv_folds c ON c.event_id = e.id
     WHERE e.name = %s GROUP BY e.id
 """
+# The leaderboards rank by the event's official score type (ramp-database's Event.official_score_type),
+# bagged over the folds.
+OFFICIAL_SCORE = """
+    SELECT est.name, ss.valid_score_cv_bag, ss.test_score_cv_bag FROM submission_scores ss
+    JOIN event_score_types est ON est.id = ss.event_score_type_id
+    JOIN events e ON e.id = est.event_id
+    WHERE ss.submission_id = %s AND est.name = e.official_score_name
+"""
 _FOLD_SCORES = """
     SELECT f.id, sf.id, est.name FROM submission_on_cv_folds f
     JOIN submission_score_on_cv_folds sf ON sf.submission_on_cv_fold_id = f.id
