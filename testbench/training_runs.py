@@ -1,4 +1,4 @@
-"""What a test reads back from a finished training run: its task states and the instances it launched."""
+"""What a test reads back from a training run (its task states, the instances it launched), and a task context to call an operator with."""
 
 from __future__ import annotations
 
@@ -23,3 +23,18 @@ def instances_of(ec2, submission_id: int, besides=()) -> dict[str, str]:
 
 def task_states(dag_run) -> dict[str, str]:
     return {ti.task_id: ti.state for ti in dag_run.get_task_instances()}
+
+
+class PushingTaskInstance:
+    """The part of a task instance that an operator's ``execute`` pushes XComs through."""
+
+    def __init__(self):
+        self.xcoms: dict = {}
+
+    def xcom_push(self, key: str, value) -> None:
+        self.xcoms[key] = value
+
+
+def task_context(run_id: str) -> dict:
+    """What an operator's ``execute`` reads of its context when a test calls it outside a run."""
+    return {"run_id": run_id, "ti": PushingTaskInstance()}

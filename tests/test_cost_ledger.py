@@ -16,6 +16,7 @@ import pytest
 from ramp_airflow.cost_report import run_summary
 from ramp_airflow.utils import billing, cost_ledger, ec2_tags
 from ramp_airflow.utils.layout import cost_ledger_file
+from testbench.training_runs import task_context
 
 CLI = str(Path(sys.executable).with_name("ramp-airflow"))
 UTC = datetime.timezone.utc
@@ -157,7 +158,7 @@ def test_the_teardown_its_retry_and_the_leftovers_record_each_instance_once(ec2,
                 key_name=ec2.key_name,
                 security_group=ec2.security_group,
                 ami_image_name=ec2.ami_name,
-            ).execute({"run_id": run_id})
+            ).execute(task_context(run_id))
             for number in (1, 2)
         ]
         described = [RampEc2Hook().describe_instance(instance_id) for instance_id in launched]

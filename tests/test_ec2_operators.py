@@ -27,6 +27,8 @@ from ramp_airflow.utils import cost_ledger, ec2_tags
 from ramp_airflow.utils.aws_credentials import AwsCredentials
 from ramp_airflow.utils.layout import cost_ledger_file
 from testbench.ec2 import refused_launches
+from testbench.training_runs import PushingTaskInstance
+from testbench.training_runs import task_context as context
 from testbench.triggers import RecordingTaskInstance, run_trigger
 
 DAG_ID = "ramp_iris_train"
@@ -41,20 +43,6 @@ def run_id() -> str:
 def dag():
     with DAG(DAG_ID, schedule=None) as the_dag:
         yield the_dag
-
-
-class PushingTaskInstance:
-    """The part of a task instance that an operator's ``execute`` pushes XComs through."""
-
-    def __init__(self):
-        self.xcoms: dict = {}
-
-    def xcom_push(self, key: str, value) -> None:
-        self.xcoms[key] = value
-
-
-def context(run_id: str) -> dict:
-    return {"run_id": run_id, "ti": PushingTaskInstance()}
 
 
 def launch_operator(ec2, **kwargs) -> LaunchInstanceOperator:
