@@ -3,20 +3,24 @@ Faults injected into real training runs: each case breaks one thing at one point
 and checks the invariants that matter to an organiser at 3 a.m.: the submission ends in a final state,
 it is trained once, its result is a clean run's, no instance is left running, nothing is stuck.
 
-Processes are killed by PID (Airflow's components, the RAMP database's own PostgreSQL); sshd is the
-instance's. The other faults (a duplicate trigger, a trigger racing the loop, a re-queued
-submission, Ctrl-C of ramp_aws_train, a cancelled run, a launch killed after RunInstances) have their
-tests beside the feature they exercise: test_training_dag, test_loop_dag and test_train_commands.
+Processes are killed by PID (Airflow's components and task processes, the RAMP database's own PostgreSQL); sshd is the
+instance's. The other faults (a duplicate trigger, a trigger racing the loop, a re-queued or moved
+submission, Ctrl-C of ramp_aws_train, a cancelled run, a launch that dies after RunInstances with no
+retry left) have their tests beside the feature they exercise: test_training_dag, test_loop_dag and
+test_train_commands.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 
 import pytest
 
 from testbench._proc import wait_until
 from testbench.airflow_stack import running_airflow
+from testbench.ec2 import held_launch
 from testbench.event_config import write_event_config
 from testbench.postgres import running_postgres
 from testbench.ramp_database import seed_ramp_database
@@ -215,6 +219,29 @@ def test_an_airflow_component_killed_and_restarted_mid_run(stack_and_db, ec2, co
     states = stack.task_states(training, run_id)
     assert run["state"] == "success", states
     assert states["attempt_2.launch_instance"] == "skipped"  # the first attempt's instance trained it
+    assert_scored_once(db, ec2, submission_id, earlier)
+
+
+def test_the_launch_task_killed_right_after_runinstances(stack_and_db, ec2):
+    """
+    SIGKILL of the launch task while EC2's answer to RunInstances is on its way: the instance exists and
+    the task never learnt its id. The retry finds it by its tags and trains on it: one instance, one training.
+    """
+    stack, db = stack_and_db
+    training = f"ramp_train_{db.event}"
+    stack.wait_for_dag(training)
+    submission_id = db.submissions["random_forest"]
+    earlier = instances_of(ec2, submission_id)
+    launch = f"/api/v2/dags/{training}/dagRuns/chaos_launch_killed/taskInstances/attempt_1.launch_instance"
+    with held_launch() as created:
+        stack.trigger(training, {"submission_id": submission_id}, run_id="chaos_launch_killed")
+        assert created.wait(180), "the run never launched an instance"
+        pid = stack.request("GET", launch)["pid"]
+        os.kill(pid, signal.SIGKILL)  # the task process, by the PID Airflow recorded for it
+
+    run = wait_until(lambda: run_ended(stack, training, "chaos_launch_killed"), 300, "the run to end", 1.0)
+    assert run["state"] == "success", stack.task_states(training, "chaos_launch_killed")
+    assert stack.request("GET", launch)["try_number"] == 2
     assert_scored_once(db, ec2, submission_id, earlier)
 
 
