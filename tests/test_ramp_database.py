@@ -5,8 +5,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue as queue_module
+import re
 
 import pytest
+import structlog.testing
 
 from ramp_airflow.config import DatabaseSettings
 from ramp_airflow.hooks.ramp_database import RampDatabaseHook, ResultError, SubmissionNotFound
@@ -21,6 +23,7 @@ OWNER = RunRef(DAG, "manual__one")
 SCORE_NAMES = (
     "SELECT est.name FROM event_score_types est JOIN events e ON e.id = est.event_id WHERE e.name = %s ORDER BY est.id"
 )
+TRANSITION = re.compile(r"^Submission \d+: \w+ -> \w+")
 WAITING = (
     "SELECT s.id FROM submissions s JOIN event_teams et ON et.id = s.event_team_id JOIN events e ON e.id = et.event_id "
     "WHERE e.name = %s AND s.state = 'new' AND s.name <> e.ramp_sandbox_name"
@@ -369,3 +372,31 @@ def test_failure_while_recording_leaves_everything_untouched(fresh_ramp_db, monk
         hook.record_results(rf, result)
     assert _snapshot(db, rf) == before
     assert _state(db, rf)[0] == states.TRAINING
+
+
+def test_one_log_line_per_state_change(fresh_ramp_db):
+    """Every change, by whichever method, logs one INFO line ``Submission <id>: <old> -> <new>``; a repeat logs none."""
+    db, hook = fresh_ramp_db, _hook(fresh_ramp_db)
+    # The hook logs through structlog (Airflow's task logging).
+    with structlog.testing.capture_logs() as entries:
+        rf, err = hook.claim_new_submissions(db.event, 2, DAG)
+        loop_owner = RunRef(DAG, rf["run_id"])
+        hook.set_training(rf["id"], loop_owner)
+        hook.set_training(rf["id"], loop_owner)  # a retried task: no change
+        hook.record_results(rf["id"], _result(hook, db, rf["id"], success=False), loop_owner)
+        hook.record_results(rf["id"], _result(hook, db, rf["id"], success=False), loop_owner)  # the same again
+        hook.return_to_new(err["id"])
+        hook.claim_submission(err["id"], OWNER)
+        hook.set_checking_error(err["id"], "the instance was lost", OWNER)
+        hook.claim_submission(err["id"], OWNER, retrain=True)
+    lines = [(e["log_level"], e["event"] % tuple(e.get("positional_args", ()))) for e in entries]
+    assert [line for line in lines if TRANSITION.match(line[1])] == [
+        ("info", f"Submission {rf['id']}: new -> sent_to_training (run {rf['run_id']} of {DAG})"),
+        ("info", f"Submission {err['id']}: new -> sent_to_training (run {err['run_id']} of {DAG})"),
+        ("info", f"Submission {rf['id']}: sent_to_training -> training (run {rf['run_id']} of {DAG})"),
+        ("info", f"Submission {rf['id']}: training -> training_error (run {rf['run_id']} of {DAG})"),
+        ("info", f"Submission {err['id']}: sent_to_training -> new"),
+        ("info", f"Submission {err['id']}: new -> sent_to_training ({OWNER})"),
+        ("info", f"Submission {err['id']}: sent_to_training -> checking_error ({OWNER})"),
+        ("info", f"Submission {err['id']}: checking_error -> sent_to_training ({OWNER})"),
+    ]

@@ -206,6 +206,7 @@ def test_bad_conf_fails_at_the_first_task_and_changes_nothing(event, ec2, conf, 
     assert dag_run.state == "failed"
     assert states["claim_submission"] == "failed"
     assert states.pop("terminate_leftover_instances") == "success"  # it runs whatever happened, and finds none
+    assert states.pop("ensure_final_state") == "failed"  # the run shows that it trained nothing
     assert all(
         state in ("upstream_failed", "skipped", None) for task, state in states.items() if task != "claim_submission"
     )
@@ -450,7 +451,7 @@ def test_a_run_for_a_submission_another_run_claimed_trains_nothing(event, ec2):
 
     states = task_states(dag_run)
     assert dag_run.state == "failed" and states["claim_submission"] == "failed"
-    assert states["attempt_1.launch_instance"] == "upstream_failed" and states["ensure_final_state"] == "skipped"
+    assert states["attempt_1.launch_instance"] == "upstream_failed" and states["ensure_final_state"] == "failed"
     assert event.db.query("SELECT * FROM submissions WHERE id = %s", (submission_id,)) == before
     assert instances_of(ec2, submission_id, earlier) == {}
 

@@ -70,7 +70,8 @@ class RampClaimsMixin:
             for sub in claimed:
                 sub["run_id"] = training_run_id(sub["id"], stamps[sub["id"]])
                 claim_sql.set_owner(cur, sub["id"], RunRef(dag_id, sub["run_id"]))
-        self.log.info("Claimed submissions %s of event %s", [s["id"] for s in claimed], event_name)
+        for sub in claimed:
+            states.log_transition(self.log, sub["id"], states.NEW, sub["state"], RunRef(dag_id, sub["run_id"]))
         return claimed
 
     def claim_submission(self, submission_id: int, owner: RunRef, retrain: bool = False) -> dict:
@@ -112,7 +113,7 @@ class RampClaimsMixin:
             stamps = f"sent_to_training_timestamp = {sql.UTC_NOW}, queue_position = 1"
             sql.set_state(cur, sub["id"], states.SENT_TO_TRAINING, stamps)
             claim_sql.set_owner(cur, sub["id"], owner)
-        self.log.info("Claimed submission %s for %s", sub["id"], owner)
+        states.log_transition(self.log, sub["id"], sub["state"], states.SENT_TO_TRAINING, owner)
         return {**sub, "state": states.SENT_TO_TRAINING}
 
     def in_flight_claims(self, event_name: str) -> list[tuple[int, str, RunRef | None]]:

@@ -143,7 +143,7 @@ class RampDatabaseHook(RampClaimsMixin, PostgresHook):
                 return
             states.check_transition(sub["id"], sub["state"], target)
             sql.set_state(cur, sub["id"], target, assignments, params)
-        self.log.info("Submission %s: %s -> %s", sub["id"], sub["state"], target)
+        states.log_transition(self.log, sub["id"], sub["state"], target, owner)
 
     def set_training(self, submission_id: int, owner: RunRef | None = None) -> None:
         """
@@ -210,7 +210,10 @@ class RampDatabaseHook(RampClaimsMixin, PostgresHook):
                 sql.write_bagged_scores(cur, sub["id"], result["bagged_scores"])
             columns = "error_msg = %s, max_ram = COALESCE(%s, max_ram), queue_position = -1"
             sql.set_state(cur, sub["id"], target, columns, (error_msg, max_ram))
-        self.log.info("Recorded the result of submission %s: %s", sub["id"], target)
+        if sub["state"] == target:
+            self.log.info("Submission %s is already %s: its result was written again", sub["id"], target)
+        else:
+            states.log_transition(self.log, sub["id"], sub["state"], target, owner)
         return target
 
 

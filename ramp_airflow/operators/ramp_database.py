@@ -6,11 +6,12 @@ from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, AirflowSkipException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
 from ramp_airflow.utils import training_states as ts
 from ramp_airflow.utils.claim_sql import ClaimLost, RunRef
 from ramp_airflow.utils.dag_ids import training_dag_id
+from ramp_airflow.utils.ramp_sql import SubmissionNotFound
 from ramp_airflow.utils.results_asset import results_asset, results_extra
 from ramp_airflow.utils.run_conf import RunConfError, parse_run_conf
 from ramp_airflow.utils.submission_states import IN_FLIGHT, NEW, SCORED, StateTransitionError
@@ -64,10 +65,11 @@ class ClaimSubmissionOperator(_RampDatabaseOperator):
     Find the submission a training run was asked for and claim it (``new`` -> ``sent_to_training``).
 
     The run's conf (``submission_id``, or ``team`` and ``name``; optionally ``instance_id`` and
-    ``retrain``) is validated first, so that a bad conf fails here with a message naming the field. A
-    submission the loop already claimed is taken as it is; one already trained only with ``retrain``. Returns the submission (``id``, ``name``, ``team``,
-    ``event``, ``path_ramp_submissions``), the event's number of CV folds (``n_folds``) and the
-    requested ``instance_id``.
+    ``retrain``) is validated first, so that a bad conf fails here, once (no retries), with a message
+    naming the field; so does a conf naming no submission of the RAMP database. A submission the loop
+    already claimed is taken as it is; one already trained only with ``retrain``. Returns the
+    submission (``id``, ``name``, ``team``, ``event``, ``path_ramp_submissions``), the event's number
+    of CV folds (``n_folds``) and the requested ``instance_id``.
     """
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -76,10 +78,15 @@ class ClaimSubmissionOperator(_RampDatabaseOperator):
         except RunConfError as err:
             raise AirflowFailException(f"bad conf for this training run: {err}") from None
         hook = self.hook
-        if request.submission_id is not None:
-            found = hook.get_submission(request.submission_id)
-        else:
-            found = hook.find_submission(self.event_name, request.team, request.name)
+        try:
+            if request.submission_id is not None:
+                found = hook.get_submission(request.submission_id)
+            else:
+                found = hook.find_submission(self.event_name, request.team, request.name)
+        except SubmissionNotFound as err:
+            # A retry finds no more than this one did.
+            fields = "conf.submission_id" if request.submission_id is not None else "conf.team and conf.name"
+            raise AirflowFailException(f"bad conf for this training run: {fields}: {err}") from None
         if found["event"] != self.event_name:
             raise AirflowFailException(
                 f"{request.describe()} belongs to event {found['event']!r}, not {self.event_name!r}: "
@@ -180,9 +187,7 @@ class RecordResultsOperator(_RampDatabaseOperator):
         if self.outcome.get("outcome") == ts.TIMEOUT:
             limit = f"Training was stopped after {self.outcome.get('after_secs', 0):.0f} s: it exceeded the event's training_timeout_secs."
             result.update(success=False, error_msg=f"{limit}\n{result.get('error_msg', '')}".rstrip("\n"))
-        state = self.hook.record_results(int(self.submission_id), result, owner)
-        self.log.info("Submission %s recorded as %s", self.submission_id, state)
-        return state
+        return self.hook.record_results(int(self.submission_id), result, owner)
 
 
 class FinalizeSubmissionOperator(_RampDatabaseOperator):
@@ -197,7 +202,7 @@ class FinalizeSubmissionOperator(_RampDatabaseOperator):
     the task fails too: the run trained nothing.
 
     :param submission: the submission as the claim task returned it (templated); when the claim
-        itself failed there is nothing to finalize.
+        itself failed there is nothing to finalize, and the task fails so that the run does.
     :param message: the error message recorded for the submission.
     """
 
@@ -210,7 +215,10 @@ class FinalizeSubmissionOperator(_RampDatabaseOperator):
 
     def execute(self, context: Context) -> None:
         if not self.submission:
-            raise AirflowSkipException("no submission was claimed by this run")
+            # A leaf of the run: failing here is what shows the run failed when its claim did.
+            raise AirflowFailException(
+                "this run claimed no submission (see claim_submission's log): it trained nothing"
+            )
         submission_id = int(self.submission["id"])
         state = self.hook.get_submission(submission_id)["state"]
         if state == NEW:

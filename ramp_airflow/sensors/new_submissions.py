@@ -116,5 +116,4 @@ class NewSubmissionsSensor(BaseSensorOperator):
     def _claim(self, room: int) -> list[dict[str, Any]]:
         dag_id = training_dag_id(self.event_name)
         claimed = self.hook.claim_new_submissions(self.event_name, room, dag_id, self.max_concurrent_per_team)
-        self.log.info("Claimed %s", ", ".join(str(s["id"]) for s in claimed) or "nothing")
         return [{"trigger_run_id": s["run_id"], "conf": {"submission_id": s["id"]}} for s in claimed]

@@ -8,6 +8,8 @@ results in one transaction, so ``tested`` is never written: nothing can stay the
 
 from __future__ import annotations
 
+from typing import Any
+
 NEW = "new"
 SENT_TO_TRAINING = "sent_to_training"
 TRAINING = "training"
@@ -59,6 +61,20 @@ def check_transition(submission_id: int, current: str, target: str) -> None:
             f"{target!r} from {' or '.join(repr(s) for s in allowed)}. Another run may have "
             "handled it already: check its state in the RAMP database before retrying."
         )
+
+
+def log_transition(log: Any, submission_id: int, old: str, new: str, owner: object | None = None) -> None:
+    """
+    Log a submission's state change: the one INFO line per change that an operator greps for,
+    ``Submission 42: sent_to_training -> training (run <run id> of <dag id>)``.
+
+    :param log: the logger of the hook that made the change.
+    :param submission_id: the submission's id.
+    :param old: its state before.
+    :param new: its state now.
+    :param owner: the run that owns its claim, when there is one (its ``str`` is shown).
+    """
+    log.info("Submission %s: %s -> %s%s", submission_id, old, new, f" ({owner})" if owner else "")
 
 
 def checking_error_message(reason: str) -> str:
