@@ -258,31 +258,19 @@ def test_lost_instance_is_replaced(event, ec2, instance, tmp_path, monkeypatch, 
     submission_id = event.db.submissions["random_forest"]
     job = fresh_job_record(instance, submission_id)
     earlier = instances_of(ec2, submission_id)
-    failures = []
     since = datetime.datetime.now(datetime.timezone.utc)
 
     def lose_the_first_instance():
-        try:
-            wait_for(lambda: training_started(training.dag_id, since, job), "training to start")
-            (first,) = instances_of(ec2, submission_id, earlier)
-            ec2.client().terminate_instances(InstanceIds=[first])
-            machine_gone(instance, submission_id)
-            if instance_retries:
-                wait_for(lambda: len(instances_of(ec2, submission_id, earlier)) == 2, "a second instance")
-            else:
-                wait_for(lambda: event.submission(submission_id)["state"] != "training", "the loss to be recorded")
-        except Exception as err:  # reported by the test below
-            failures.append(err)
-        finally:
-            instance.start()
+        wait_for(lambda: training_started(training.dag_id, since, job), "training to start")
+        (first,) = instances_of(ec2, submission_id, earlier)
+        ec2.client().terminate_instances(InstanceIds=[first])
+        machine_gone(instance, submission_id)
+        if instance_retries:
+            wait_for(lambda: len(instances_of(ec2, submission_id, earlier)) == 2, "a second instance")
+        else:
+            wait_for(lambda: event.submission(submission_id)["state"] != "training", "the loss to be recorded")
 
-    saboteur = threading.Thread(target=lose_the_first_instance)
-    saboteur.start()
-    try:
-        dag_run = training.test(run_conf={"submission_id": submission_id})
-    finally:
-        saboteur.join(timeout=120)
-    assert not failures, failures
+    dag_run = train_while(training, submission_id, lose_the_first_instance, instance)
 
     states = task_states(dag_run)
     recorded = event.submission(submission_id)
@@ -346,6 +334,31 @@ def task_state(dag_id: str, task_id: str, since: datetime.datetime) -> str | Non
         )
 
 
+def train_while(training, submission_id: int, sabotage, instance):
+    """
+    Train ``submission_id`` through a whole run while ``sabotage`` runs in a thread (its failures fail
+    the test); the bench's sshd is started again after it, whatever it stopped.
+    """
+    failures = []
+
+    def saboteur():
+        try:
+            sabotage()
+        except Exception as err:  # reported below
+            failures.append(err)
+        finally:
+            instance.start()
+
+    thread = threading.Thread(target=saboteur)
+    thread.start()
+    try:
+        dag_run = training.test(run_conf={"submission_id": submission_id})
+    finally:
+        thread.join(timeout=120)
+    assert not failures, failures
+    return dag_run
+
+
 def machine_gone(instance, submission_id: int) -> None:
     """What a terminated machine takes with it: its processes and open connections (the watch's among them)."""
     instance.kill_training(submission_id)
@@ -364,32 +377,21 @@ def test_a_submission_moved_mid_training_stops_its_run(event, ec2, instance, tmp
     earlier = instances_of(ec2, submission_id)
     since = datetime.datetime.now(datetime.timezone.utc)
     stop_disowned = housekeeping.get_task("stop_disowned_instances")
-    kept, stopped, failures = [], [], []
+    kept, stopped = [], []
 
     def requeue_mid_training():
-        try:
-            wait_for(lambda: training_started(training.dag_id, since, job), "training to start")
-            kept.extend(instances_of(ec2, submission_id, earlier))
-            assert not set(kept) & set(stop_disowned.execute({})), "the run's own instance was stopped"
-            event.db.query("UPDATE submissions SET state = 'new' WHERE id = %s", (submission_id,))
-            stopped.extend(stop_disowned.execute({}))
-            machine_gone(instance, submission_id)
-            wait_for(
-                lambda: task_state(training.dag_id, "attempt_2.launch_instance", since) == "failed",
-                "the second attempt's launch to be refused",
-            )
-        except Exception as err:  # reported by the test below
-            failures.append(err)
-        finally:
-            instance.start()
+        wait_for(lambda: training_started(training.dag_id, since, job), "training to start")
+        kept.extend(instances_of(ec2, submission_id, earlier))
+        assert not set(kept) & set(stop_disowned.execute({})), "the run's own instance was stopped"
+        event.db.query("UPDATE submissions SET state = 'new' WHERE id = %s", (submission_id,))
+        stopped.extend(stop_disowned.execute({}))
+        machine_gone(instance, submission_id)
+        wait_for(
+            lambda: task_state(training.dag_id, "attempt_2.launch_instance", since) == "failed",
+            "the second attempt's launch to be refused",
+        )
 
-    saboteur = threading.Thread(target=requeue_mid_training)
-    saboteur.start()
-    try:
-        dag_run = training.test(run_conf={"submission_id": submission_id})
-    finally:
-        saboteur.join(timeout=120)
-    assert not failures, failures
+    dag_run = train_while(training, submission_id, requeue_mid_training, instance)
 
     states = task_states(dag_run)
     assert dag_run.state == "failed", states
