@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RAMP_VENV=${RAMP_VENV:-/opt/ramp-airflow/ramp-venv}
-DEBIAN_PACKAGES=(postgresql openssh-server openssh-client rsync python3-venv iproute2 util-linux)
+DEBIAN_PACKAGES=(postgresql openssh-server openssh-client rsync python3-venv iproute2 util-linux redis-server)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do
@@ -17,7 +17,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The project's own virtualenv: Airflow 3 with the amazon, ssh and postgres providers.
+# The project's own virtualenv: Airflow 3 with the amazon, ssh, postgres and (for the tests) celery providers.
 if [ ! -x .venv/bin/python ]; then
     echo "== creating .venv"
     python3 -m venv .venv

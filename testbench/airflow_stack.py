@@ -3,7 +3,8 @@
 ``dag.test()`` runs a DAG inside the test process; this module runs the DAGs the way a user's
 Airflow does, each component a subprocess (its own process group and log file) sharing one
 environment: a fresh AIRFLOW_HOME, a metadata database of its own in the bench cluster, the
-project's DAG folder, a per-run JWT secret, LocalExecutor, intervals short enough for a demo.
+project's DAG folder, a per-run JWT secret, LocalExecutor (or an executor with workers of its own,
+``testbench.celery_workers``), intervals short enough for a demo.
 Everything listens on 127.0.0.1 only: the api-server is given its host, and the scheduler's and
 triggerer's log servers (which bind every interface) are not started; the api-server reads task
 logs from the shared local log folder instead.
@@ -130,8 +131,11 @@ class AirflowStack:
     def pids(self) -> dict[str, int]:
         return {name: proc.pid for name, proc in self.procs.items()}
 
-    def request(self, method: str, path: str, body=None, auth: bool = True, timeout: float = 20):
-        """One JSON request to the api-server; returns the decoded answer (``None`` if empty)."""
+    def request(self, method: str, path: str, body=None, auth: bool = True, timeout: float = 60):
+        """One JSON request to the api-server; returns the decoded answer (``None`` if empty).
+
+        The bound is generous: on a loaded machine the api-server may take tens of seconds to answer.
+        """
         headers = {"Content-Type": "application/json"}
         if auth:
             headers["Authorization"] = f"Bearer {self.token()}"
@@ -182,12 +186,16 @@ class AirflowStack:
         answer = self.request("GET", f"/api/v2/dags/{_q(dag_id)}/dagRuns?order_by=run_after&limit=1000")
         return answer["dag_runs"]
 
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        """One DAG run's task instances as the REST API gives them (``task_id``, ``state``, ``hostname``, ``queue``...)."""
+        path = f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances?limit=1000"
+        return self.request("GET", path)["task_instances"]
+
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         """Task id (``task[map_index]`` for mapped ones) -> state, for one DAG run."""
-        answer = self.request("GET", f"/api/v2/dags/{_q(dag_id)}/dagRuns/{_q(run_id)}/taskInstances?limit=1000")
         return {
             ti["task_id"] + (f"[{ti['map_index']}]" if ti["map_index"] >= 0 else ""): ti["state"]
-            for ti in answer["task_instances"]
+            for ti in self.task_instances(dag_id, run_id)
         }
 
     def check_alive(self) -> None:
@@ -202,13 +210,19 @@ class AirflowStack:
     def log_path(self, name: str) -> str:
         return os.path.join(self.log_dir, f"{name}.log")
 
-    def start(self, name: str, port: int) -> None:
-        argv = [AIRFLOW] + [a.format(port=port) for a in COMPONENTS[name]]
+    def start(self, name: str, argv: list[str] | None = None, env: dict | None = None, cwd: str | None = None) -> None:
+        """Start ``airflow <argv>`` (by default component ``name``'s) in a process group of its own.
+
+        :param env: over the stack's environment (e.g. a worker's own AIRFLOW_HOME).
+        :param cwd: its working directory; the stack's home by default.
+        """
+        port = urllib.parse.urlsplit(self.url).port
+        argv = [AIRFLOW] + [a.format(port=port) for a in argv or COMPONENTS[name]]
         with open(self.log_path(name), "ab") as log:
             self.procs[name] = subprocess.Popen(
                 argv,
-                env=self.env,
-                cwd=self.home,
+                env={**self.env, **(env or {})},
+                cwd=cwd or self.home,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -224,7 +238,7 @@ class AirflowStack:
 
     def restart(self, name: str) -> None:
         """Start a killed component again, on the stack's API port."""
-        self.start(name, int(urllib.parse.urlsplit(self.url).port))
+        self.start(name)
 
     def healthy(self) -> bool:
         self.check_alive()
@@ -281,6 +295,7 @@ def running_airflow(
     parallelism: int = 4,
     home: str | None = None,
     timeout: float = 180,
+    executor=None,
 ):
     """Start the four components, wait until healthy, yield an :class:`AirflowStack`, always stop.
 
@@ -291,6 +306,9 @@ def running_airflow(
     :param parallelism: LocalExecutor's task slots.
     :param home: the AIRFLOW_HOME to use (kept); by default a temp dir, removed afterwards.
     :param timeout: bound on ``db migrate`` and on the wait for health, each.
+    :param executor: LocalExecutor when None; else one with processes of its own
+        (:class:`testbench.celery_workers.CeleryWorkers`): its ``settings(env)`` join every
+        component's environment, its ``start(stack)`` starts them after the four components.
     """
     own_home = home is None
     home = home or tempfile.mkdtemp(prefix="bench-airflow-stack-")
@@ -303,10 +321,14 @@ def running_airflow(
         database=database,
         env=stack_env(home, cluster.url(database, "postgresql+psycopg2"), config_dir, port, parallelism, extra_env),
     )
+    if executor is not None:
+        stack.env.update(executor.settings(stack.env))
     try:
         migrate(stack.env, timeout)
         for name in COMPONENTS:
-            stack.start(name, port)
+            stack.start(name)
+        if executor is not None:
+            executor.start(stack)
         wait_until(stack.healthy, timeout, "the Airflow components to report healthy", 1.0)
         yield stack
     finally:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from testbench._proc import group_members, wait_until
+from testbench._proc import group_members
 from testbench.airflow_stack import running_airflow
 from testbench.event_config import write_event_config
-
-FINAL = {"scored", "training_error"}
+from testbench.stack_loop import SEEDED_OUTCOMES, train_new_submissions
 
 
 @pytest.fixture
@@ -20,35 +19,15 @@ def stack_and_db(tmp_path, postgres, fresh_ramp_db, instance, ec2):
     assert not any(group_members(pid) for pid in stack.pids().values())
 
 
-def states(db, ids) -> dict[int, str]:
-    return dict(db.query("SELECT id, state FROM submissions WHERE id = ANY(%s)", (list(ids),)))
-
-
 def test_loop_dag_trains_every_new_submission(stack_and_db):
     stack, db = stack_and_db
-    event = db.event
     health = stack.health()
     assert {health[p]["status"] for p in ("metadatabase", "scheduler", "triggerer", "dag_processor")} == {"healthy"}
 
-    stack.unpause(f"ramp_train_{event}")
-    stack.unpause(f"ramp_train_loop_{event}")
+    outcomes, runs = train_new_submissions(stack, db)
+    assert outcomes == SEEDED_OUTCOMES
     ids = db.submissions.values()
-
-    def all_final():
-        stack.check_alive()
-        current = states(db, ids)
-        return current if set(current.values()) <= FINAL else None
-
-    final = wait_until(all_final, 300, "every new submission to be scored or to fail", 2.0)
-    by_name = {name: final[i] for name, i in db.submissions.items()}
-    assert by_name == {"random_forest": "scored", "error_in_fit": "training_error", "x;touch PWNED$(id)": "scored"}
-    training = f"ramp_train_{event}"
-
-    def runs_done():
-        runs = stack.dag_runs(training)
-        return runs if runs and all(r["state"] in ("success", "failed") for r in runs) else None
-
-    runs = wait_until(runs_done, 120, "the training runs to finish", 1.0)
     assert sorted(r["dag_run_id"].rsplit("_", 1)[0] for r in runs) == sorted(f"train_submission_{i:09d}" for i in ids)
+    training = f"ramp_train_{db.event}"
     for run in runs:
         assert stack.task_states(training, run["dag_run_id"])["attempt_1.terminate_instance"] == "success"
