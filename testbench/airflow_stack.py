@@ -281,6 +281,7 @@ def running_airflow(
     parallelism: int = 4,
     home: str | None = None,
     timeout: float = 180,
+    port: int | None = None,
 ):
     """Start the four components, wait until healthy, yield an :class:`AirflowStack`, always stop.
 
@@ -291,12 +292,13 @@ def running_airflow(
     :param parallelism: LocalExecutor's task slots.
     :param home: the AIRFLOW_HOME to use (kept); by default a temp dir, removed afterwards.
     :param timeout: bound on ``db migrate`` and on the wait for health, each.
+    :param port: the api-server's port on 127.0.0.1; by default a free one.
     """
     own_home = home is None
     home = home or tempfile.mkdtemp(prefix="bench-airflow-stack-")
     os.makedirs(os.path.join(home, "logs"), exist_ok=True)
     database = cluster.create_database(f"airflow_{secrets.token_hex(4)}")
-    port = free_port()
+    port = port or free_port()
     stack = AirflowStack(
         home=home,
         url=f"http://127.0.0.1:{port}",
