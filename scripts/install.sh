@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RAMP_VENV=${RAMP_VENV:-/opt/ramp-airflow/ramp-venv}
-DEBIAN_PACKAGES=(postgresql openssh-server openssh-client rsync python3-venv iproute2 util-linux redis-server)
+# redis-server: the Celery test stack's broker; chromium and chromium-driver: the trigger form's browser test.
+DEBIAN_PACKAGES=(postgresql openssh-server openssh-client rsync python3-venv iproute2 util-linux redis-server chromium chromium-driver)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -296,6 +296,7 @@ def running_airflow(
     home: str | None = None,
     timeout: float = 180,
     executor=None,
+    port: int | None = None,
 ):
     """Start the four components, wait until healthy, yield an :class:`AirflowStack`, always stop.
 
@@ -309,12 +310,13 @@ def running_airflow(
     :param executor: LocalExecutor when None; else one with processes of its own
         (:class:`testbench.celery_workers.CeleryWorkers`): its ``settings(env)`` join every
         component's environment, its ``start(stack)`` starts them after the four components.
+    :param port: the api-server's port on 127.0.0.1; by default a free one.
     """
     own_home = home is None
     home = home or tempfile.mkdtemp(prefix="bench-airflow-stack-")
     os.makedirs(os.path.join(home, "logs"), exist_ok=True)
     database = cluster.create_database(f"airflow_{secrets.token_hex(4)}")
-    port = free_port()
+    port = port or free_port()
     stack = AirflowStack(
         home=home,
         url=f"http://127.0.0.1:{port}",

@@ -6,5 +6,6 @@ as every instance, and a real Airflow (api-server with its UI, scheduler, trigge
 dag-processor) running the project's DAGs. Everything binds to 127.0.0.1; AWS is never contacted.
 
 ``python -m testbench.demo [--exit-when-done]`` (see ``__main__``); the pieces are in
-``run`` (start, watch, stop) and ``report`` (progress lines and the leaderboard).
+``run`` (start, watch, stop), ``report`` (progress lines and the leaderboard) and ``forward`` (the
+UI's port, relayed from the machine's loopback into the demo's network namespace).
 """
