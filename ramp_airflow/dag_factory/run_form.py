@@ -26,8 +26,9 @@ from airflow.sdk import DAG, Param
 TRAINING_RUN_PARAMS = {
     "submission_id": Param(
         None,
+        # No minimum: Airflow's number field would silently turn a negative id into it (training
+        # submission 1); the claim task refuses a non-positive id instead, naming the field.
         type=["null", "integer"],
-        minimum=1,
         title="Submission id",
         description="The submission to train (submissions.id). Or leave empty and give team and name.",
     ),
