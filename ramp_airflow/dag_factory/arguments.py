@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 from ramp_airflow.config import EventConfig
 from ramp_airflow.utils.aws_credentials import AwsCredentials
 from ramp_airflow.utils.instance_login import InstanceLogin
+
+
+def dag_arguments(config: EventConfig, doc: str | None) -> dict[str, Any]:
+    """What every DAG of an event shares: no catch-up, the event's tags, its module's docstring as its doc."""
+    return {
+        "start_date": datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
+        "catchup": False,
+        "tags": ["ramp", config.event_name],
+        "doc_md": doc,
+    }
 
 
 def database_arguments(config: EventConfig) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from airflow.sdk import DAG
 
 from ramp_airflow.config import EventConfig
 from ramp_airflow.dag_factory import bounds
-from ramp_airflow.dag_factory.arguments import aws_credentials, database_arguments
+from ramp_airflow.dag_factory.arguments import aws_credentials, dag_arguments, database_arguments
 from ramp_airflow.operators.claims import ReconcileClaimsOperator, StopDisownedInstancesOperator
 from ramp_airflow.operators.terminations import SweepOrphanInstancesOperator
 from ramp_airflow.utils.dag_ids import housekeeping_dag_id, training_dag_id
@@ -28,14 +28,11 @@ def build_housekeeping_dag(config: EventConfig) -> DAG:
         dag_id=housekeeping_dag_id(config.event_name),
         description=f"Set right RAMP event {config.event_name}'s claims and instances that no run owns",
         schedule=datetime.timedelta(seconds=aws.orphan_sweep_interval_secs),
-        start_date=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
-        catchup=False,
         max_active_runs=1,
         default_args=bounds.RETRIES,
         # It only acts on what ramp-airflow started, and must run even for an event trained by hand.
         is_paused_upon_creation=False,
-        tags=["ramp", config.event_name],
-        doc_md=__doc__,
+        **dag_arguments(config, __doc__),
     ) as dag:
         reconcile_claims(config)
         StopDisownedInstancesOperator(

@@ -9,14 +9,13 @@ starts one run for all of them.
 
 from __future__ import annotations
 
-import datetime
 from pathlib import Path
 
 from airflow.sdk import DAG
 
 from ramp_airflow.config import ConfigError, EventConfig, load_config
 from ramp_airflow.dag_factory import bounds, config_files
-from ramp_airflow.dag_factory.arguments import database_arguments
+from ramp_airflow.dag_factory.arguments import dag_arguments, database_arguments
 from ramp_airflow.operators.leaderboards import RefreshLeaderboardsOperator
 from ramp_airflow.utils.dag_ids import leaderboards_dag_id
 from ramp_airflow.utils.results_asset import results_asset
@@ -30,15 +29,12 @@ def build_leaderboards_dag(config: EventConfig) -> DAG | None:
         dag_id=leaderboards_dag_id(config.event_name),
         description=f"Refresh the leaderboards of RAMP event {config.event_name} after each recorded result",
         schedule=results_asset(config.event_name),
-        start_date=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
-        catchup=False,
         # One refresh at a time: the next one takes every result recorded meanwhile.
         max_active_runs=1,
         default_args=bounds.RETRIES,
         # Naming the platform's Python is the organiser's opt-in.
         is_paused_upon_creation=False,
-        tags=["ramp", config.event_name],
-        doc_md=__doc__,
+        **dag_arguments(config, __doc__),
     ) as dag:
         RefreshLeaderboardsOperator(
             task_id="update_leaderboards",

@@ -8,6 +8,7 @@ from airflow.sdk import DAG
 
 from ramp_airflow.config import EventConfig
 from ramp_airflow.dag_factory import bounds
+from ramp_airflow.dag_factory.arguments import dag_arguments
 from ramp_airflow.dag_factory.housekeeping import reconcile_claims, trigger_training
 from ramp_airflow.operators.budget import ReportBudgetOperator
 from ramp_airflow.sensors.new_submissions import NewSubmissionsSensor
@@ -26,13 +27,10 @@ def build_loop_dag(config: EventConfig) -> DAG:
         dag_id=loop_dag_id(config.event_name),
         description=f"Train every new submission of RAMP event {config.event_name}",
         schedule=datetime.timedelta(seconds=interval),
-        start_date=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
-        catchup=False,
         max_active_runs=1,
         default_args=bounds.RETRIES,
         is_paused_upon_creation=True,
-        tags=["ramp", config.event_name],
-        doc_md=__doc__,
+        **dag_arguments(config, __doc__),
     ) as dag:
         # Claims left without a live run: started, or set right, before new ones are made.
         reconcile = reconcile_claims(config)

@@ -14,14 +14,13 @@ costs no task start; run by ``dag.test()`` (``ramp_aws_train``), they defer from
 
 from __future__ import annotations
 
-import datetime
 from typing import Any
 
 from airflow.sdk import DAG, TaskGroup, TriggerRule
 
 from ramp_airflow.config import EventConfig
 from ramp_airflow.dag_factory import bounds
-from ramp_airflow.dag_factory.arguments import aws_credentials, database_arguments, instance_login
+from ramp_airflow.dag_factory.arguments import aws_credentials, dag_arguments, database_arguments, instance_login
 from ramp_airflow.dag_factory.run_form import add_run_form
 from ramp_airflow.operators.ec2 import LaunchInstanceOperator
 from ramp_airflow.operators.event_commands import RunEventCommandsOperator
@@ -87,8 +86,6 @@ def build_training_dag(config: EventConfig) -> DAG:
         dag_id=training_dag_id(config.event_name),
         description=f"Train one submission of RAMP event {config.event_name} on an EC2 instance",
         schedule=None,
-        start_date=datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc),
-        catchup=False,
         max_active_runs=aws.max_concurrent_instances,
         # When worker slots are short, a task further along a submission's path goes first: an
         # instance that trained waits for its fetch and termination, billed, while a new claim costs nothing.
@@ -97,8 +94,7 @@ def build_training_dag(config: EventConfig) -> DAG:
         is_paused_upon_creation=False,
         render_template_as_native_obj=True,
         user_defined_macros={"training_attempt": training_attempt},
-        tags=["ramp", config.event_name],
-        doc_md=__doc__,
+        **dag_arguments(config, __doc__),
     ) as dag:
         claim = ClaimSubmissionOperator(task_id=CLAIM, execution_timeout=bounds.DATABASE_STEP, **db)
         # It follows whichever attempt got that far; the other attempts' tasks are skipped.
