@@ -1,4 +1,4 @@
-"""An event config file (the seed's format) pointing at the bench's services."""
+"""Event config files (the seed's format): one pointing at the bench's services, one naming only connections."""
 
 from __future__ import annotations
 
@@ -42,5 +42,28 @@ def write_event_config(
         "ramp": {"event_name": ramp_db.event, **({"platform_python": platform_python} if platform_python else {})},
         "aws": aws,
     }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def write_connection_config(path: Path, **aws_overrides: Any) -> Path:
+    """
+    Write a config for event ``iris`` that names Airflow connections instead of the bench's services,
+    for tests that load it but reach no database or instance; its folders sit beside it.
+    ``aws_overrides`` replace or add ``aws`` fields.
+    """
+    aws = {
+        "ami_image_id": "ami-0123456789abcdef0",
+        "ami_user_name": "ubuntu",
+        "instance_type": "t2.micro",
+        "key_name": "ramp",
+        "ssh_conn_id": "ramp_ssh",
+        "security_group": "ramp",
+        "remote_ramp_kit_folder": "~/ramp-kits/iris",
+        "local_predictions_folder": "predictions",
+        "local_log_folder": "logs",
+        **aws_overrides,
+    }
+    config = {"ramp": {"event_name": "iris"}, "sqlalchemy": {"postgres_conn_id": "ramp_db"}, "aws": aws}
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

@@ -7,7 +7,6 @@ import datetime
 import re
 import subprocess
 import sys
-import textwrap
 import uuid
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 from ramp_airflow.cost_report import run_summary
 from ramp_airflow.utils import billing, cost_ledger, ec2_tags
 from ramp_airflow.utils.layout import cost_ledger_file
+from testbench.event_config import write_connection_config
 from testbench.training_runs import task_context
 
 CLI = str(Path(sys.executable).with_name("ramp-airflow"))
@@ -204,25 +204,7 @@ def test_the_teardown_its_retry_and_the_leftovers_record_each_instance_once(ec2,
     assert RampEc2Hook().list_run_instances("ramp_train_iris", run_id) == []
 
 
-CONFIG = """\
-ramp: {{event_name: iris}}
-sqlalchemy: {{postgres_conn_id: ramp_db}}
-aws:
-  ami_image_id: ami-0123456789abcdef0
-  ami_user_name: ubuntu
-  instance_type: t2.micro
-  key_name: ramp
-  ssh_conn_id: ramp_ssh
-  security_group: ramp
-  remote_ramp_kit_folder: ~/ramp-kits/iris
-  local_predictions_folder: predictions
-  local_log_folder: logs
-{prices}
-"""
-PRICES = """\
-  instance_price_per_hour:
-    t2.micro: 1.2
-"""
+PRICES = {"t2.micro": 1.2}
 
 
 @pytest.fixture
@@ -239,14 +221,11 @@ def event_ledger(tmp_path):
         row("i-c1", 3, START + 3 * day, 90),  # no team anywhere
     ]:
         assert cost_ledger.append(ledger, entry)
-    config = tmp_path / "config.yml"
-    config.write_text(CONFIG.format(prices=""))
-    return config
+    return write_connection_config(tmp_path / "config.yml")
 
 
 def cost_report(*args: str, prices: bool = False) -> subprocess.CompletedProcess:
-    config = Path(args[0])
-    config.write_text(CONFIG.format(prices=PRICES if prices else ""))
+    write_connection_config(Path(args[0]), instance_price_per_hour=PRICES if prices else None)
     return subprocess.run([CLI, "cost-report", *args], capture_output=True, text=True, timeout=60)
 
 
@@ -310,13 +289,12 @@ def test_cost_report_loads_neither_airflow_nor_boto(event_ledger):
 def test_prices_are_validated_naming_the_entry(tmp_path):
     from ramp_airflow.config import ConfigError, load_config
 
-    config = tmp_path / "config.yml"
-    config.write_text(CONFIG.format(prices=PRICES))
+    config = write_connection_config(tmp_path / "config.yml", instance_price_per_hour=PRICES)
     assert load_config(config).aws.instance_price_per_hour == {"t2.micro": 1.2}
-    config.write_text(CONFIG.format(prices=""))
+    write_connection_config(config)
     assert load_config(config).aws.instance_price_per_hour is None
-    bad = textwrap.indent("instance_price_per_hour:\n  t2.micro: -1\n  t3.large: cheap\n  m5.large: 0.1\n", "  ")
-    config.write_text(CONFIG.format(prices=bad))
+    bad = {"t2.micro": -1, "t3.large": "cheap", "m5.large": 0.1}
+    write_connection_config(config, instance_price_per_hour=bad)
     with pytest.raises(ConfigError) as err:
         load_config(config)
     assert [p.field for p in err.value.problems] == [
@@ -324,6 +302,6 @@ def test_prices_are_validated_naming_the_entry(tmp_path):
         "aws.instance_price_per_hour.t3.large",
     ]
     assert "must be a price per hour greater than 0, not -1" in str(err.value)
-    config.write_text(CONFIG.format(prices="  instance_price_per_hour: 0.1"))
+    write_connection_config(config, instance_price_per_hour=0.1)
     with pytest.raises(ConfigError, match="instance_price_per_hour: must be a mapping of instance types to prices"):
         load_config(config)

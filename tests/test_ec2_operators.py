@@ -27,6 +27,7 @@ from ramp_airflow.utils import cost_ledger, ec2_tags
 from ramp_airflow.utils.aws_credentials import AwsCredentials
 from ramp_airflow.utils.layout import cost_ledger_file
 from testbench.ec2 import refused_launches
+from testbench.event_config import write_connection_config
 from testbench.training_runs import PushingTaskInstance
 from testbench.training_runs import task_context as context
 from testbench.triggers import RecordingTaskInstance, run_trigger
@@ -154,27 +155,8 @@ def test_ready_sensor_defers_then_pushes_the_ssh_address(ec2, dag, run_id):
     assert sensor.execute_complete({"ti": ti}, {**event.payload, "address": "127.0.0.2"}) == "127.0.0.2"
 
 
-CONFIG_WITH_KEYS = """
-ramp: {{event_name: iris}}
-sqlalchemy: {{postgres_conn_id: ramp_db}}
-aws:
-  ami_image_id: ami-0123456789abcdef0
-  ami_user_name: ubuntu
-  instance_type: t2.micro
-  key_name: ramp
-  ssh_conn_id: ramp_ssh
-  security_group: ramp
-  remote_ramp_kit_folder: ~/ramp-kits/iris
-  local_predictions_folder: {tmp}/predictions
-  local_log_folder: {tmp}/logs
-  access_key_id: KEYID
-  secret_access_key: key-secret
-"""
-
-
 def test_the_secret_key_reaches_a_trigger_only_through_the_config(ec2, tmp_path):
-    config = tmp_path / "config.yml"
-    config.write_text(CONFIG_WITH_KEYS.format(tmp=tmp_path))
+    config = write_connection_config(tmp_path / "config.yml", access_key_id="KEYID", secret_access_key="key-secret")
     credentials = AwsCredentials(access_key_id="KEYID", secret_access_key="key-secret")
     sensor = InstanceReadySensor(
         task_id="ready",
