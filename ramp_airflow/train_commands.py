@@ -12,28 +12,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import logging
 import multiprocessing
 import os
-import re
 import signal
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-
-import psutil
 
 from ramp_airflow.config import ConfigError, EventConfig, load_config
 from ramp_airflow.utils.claim_sql import RunRef
 
 DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
-# Airflow settings that ramp-airflow recommends, and sets for the Airflow it starts. The scheduler
-# sleeps up to scheduler_idle_sleep_time (1 s by default) after every pass that queued nothing, and a
-# submission's path crosses a dozen such passes: at 0.2 s one submission's overhead fell from 18 to
-# 13.5 s, for about 5 CPU seconds a minute more while idle (benchmarks/README.md).
-RECOMMENDED_AIRFLOW_SETTINGS = {"AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2"}
 
 
 def _load(parser: argparse.ArgumentParser, path: str) -> EventConfig:
@@ -49,22 +39,11 @@ def _airflow_environment(config: EventConfig) -> dict[str, str]:
     """Point Airflow at our DAG file and at this one config; the caller's own settings win."""
     env = dict(os.environ)
     env["RAMP_AIRFLOW_CONFIG_DIR"] = config.path
-    # `airflow standalone` starts its components as `airflow ...`: the one installed beside us.
+    # Anything that runs `airflow` finds the one installed beside us.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", os.defpath)])
     env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(DAGS_FOLDER))
     env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    for name, value in RECOMMENDED_AIRFLOW_SETTINGS.items():
-        env.setdefault(name, value)
-    # The API server and its UI are for this machine only unless the user says otherwise;
-    # task runners reach it on whichever port it was given.
-    env.setdefault("AIRFLOW__API__HOST", "127.0.0.1")
-    port = env.get("AIRFLOW__API__PORT", "8080")
-    env.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", f"http://127.0.0.1:{port}/execution/")
     return env
-
-
-def _migrate(env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
 
 
 def ramp_aws_train(argv: list[str] | None = None) -> int:
@@ -80,9 +59,10 @@ def ramp_aws_train(argv: list[str] | None = None) -> int:
     if args.event != config.event_name:
         parser.error(f"--event={args.event} does not match ramp.event_name ({config.event_name}) in {args.config}")
 
-    env = _airflow_environment(config)
-    _migrate(env)
-    os.environ.update(env)
+    os.environ.update(_airflow_environment(config))
+    from ramp_airflow.local_airflow import prepare_metadata_database
+
+    prepare_metadata_database()
     started = datetime.datetime.now(datetime.timezone.utc)
     # The training runs in a child process with a session of its own, and Ctrl-C is handled here:
     # inside a task, Airflow's task runner takes an interrupt for that task's failure (and retries it).
@@ -167,82 +147,52 @@ def ramp_aws_train_loop(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="the event's config.yml")
     args = parser.parse_args(argv)
     config = _load(parser, args.config)
-    env = _airflow_environment(config)
-    _migrate(env)
+    os.environ.update(_airflow_environment(config))
+    # Airflow reads its settings when first imported: here, with the environment set.
+    from airflow.configuration import conf
+
+    from ramp_airflow import local_airflow
     from ramp_airflow.dag_factory import housekeeping_dag_id, loop_dag_id, training_dag_id
 
-    airflow = [sys.executable, "-m", "airflow"]
-    scheduler_running = (
-        subprocess.run(
-            [*airflow, "jobs", "check", "--job-type", "SchedulerJob"], env=env, capture_output=True
-        ).returncode
-        == 0
-    )
-    dag_ids = tuple(dag_id(config.event_name) for dag_id in (training_dag_id, loop_dag_id, housekeeping_dag_id))
-    # The event's DAGs in one Airflow command: each command costs seconds of start-up.
-    only_these = ["--treat-dag-id-as-regex", "--yes", "^(" + "|".join(re.escape(d) for d in dag_ids) + ")$"]
-    standalone = None
-    if not scheduler_running:
-        # Runs queued before a stop would start with the scheduler, before the API server answers,
-        # and fail: the DAGs stay paused until it answers (below).
-        subprocess.run([*airflow, "dags", "pause", *only_these], env=env, check=True, stdout=subprocess.DEVNULL)
-        print("No Airflow scheduler is running: starting `airflow standalone` (API server on 127.0.0.1)")
-        standalone = subprocess.Popen([*airflow, "standalone"], env=env, start_new_session=True)
+    dag_ids = [dag_id(config.event_name) for dag_id in (training_dag_id, loop_dag_id, housekeeping_dag_id)]
+    # Airflow's own lines about the migration and the parse would bury the few this command prints.
+    logging.getLogger().setLevel(logging.WARNING)
+    local_airflow.prepare_metadata_database()
+    local_airflow.serialize_dags()
     signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        if standalone is not None:
-            # The scheduler starts before the API server answers, and a task that starts before
-            # then fails: the DAGs are unpaused only once the tasks' API answers.
-            _wait_for_execution_api(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"], standalone)
-        subprocess.run([*airflow, "dags", "reserialize"], env=env, check=True, stdout=subprocess.DEVNULL)
-        subprocess.run([*airflow, "dags", "unpause", *only_these], env=env, check=True, stdout=subprocess.DEVNULL)
-        print(f"Training new submissions of {config.event_name}; Ctrl-C to stop.")
-        if standalone is None:
+    if local_airflow.scheduler_running():
+        local_airflow.set_paused(dag_ids, False)
+        print(f"Training new submissions of {config.event_name} with the running Airflow; Ctrl-C to stop.")
+        with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
-        return standalone.wait()
+        return 0
+
+    fitted = local_airflow.settings_environment(os.environ)
+    os.environ.update(fitted)
+    log_folder = Path(conf.get("logging", "base_log_folder")) / "ramp_aws_train_loop"
+    print(
+        "No Airflow scheduler is running: starting Airflow's API server (on 127.0.0.1), scheduler, triggerer "
+        f"and DAG processor; their logs are in {log_folder}."
+        + "".join(f"\n  {name}={value}" for name, value in sorted(fitted.items()))
+    )
+    # Runs queued before a stop would start with the scheduler, before the API server answers, and a
+    # task that starts before then fails: the DAGs stay paused until it answers.
+    local_airflow.set_paused(dag_ids, True)
+    components = local_airflow.Components(dict(os.environ), log_folder)
+    try:
+        # Starting takes each component seconds of CPU: the two that the first task needs come first,
+        # and the DAGs are already serialized, so the DAG processor's first parse is not waited for.
+        components.start("api-server", "scheduler")
+        components.wait_until_serving(conf.get("core", "execution_api_server_url"))
+        local_airflow.set_paused(dag_ids, False)
+        components.start("triggerer", "dag-processor")
+        print(
+            f"Training new submissions of {config.event_name}; Airflow's UI: {conf.get('api', 'base_url')}; Ctrl-C to stop."
+        )
+        while True:
+            components.check()
+            time.sleep(1)
     except KeyboardInterrupt:
         return 0
     finally:
-        if standalone is not None:
-            _stop_process_group(standalone)
-
-
-def _wait_for_execution_api(url: str, standalone: subprocess.Popen, timeout: float = 180) -> None:
-    """Wait, bounded, until the execution API at ``url`` answers its health check."""
-    health = url.rstrip("/") + "/health"
-    # Never through a proxy the environment may name: this is Airflow's own API server.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + timeout
-    while True:
-        if standalone.poll() is not None:
-            raise SystemExit(f"airflow standalone exited ({standalone.returncode}) before its API server answered")
-        try:
-            with opener.open(health, timeout=5):
-                return
-        except (urllib.error.URLError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"Airflow's API server did not answer on {health} within {timeout:.0f} s")
-        time.sleep(0.5)
-
-
-def _stop_process_group(leader: subprocess.Popen, timeout: float = 60) -> None:
-    """Stop a process and everything it started in its session: TERM, a bounded wait, then KILL."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(leader.pid, sig)
-        deadline = time.monotonic() + timeout
-        while _group_alive(leader.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if not _group_alive(leader.pid):
-            break
-    leader.wait()
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a process group still has a running member (zombies do not count)."""
-    for proc in psutil.process_iter(["status"]):
-        with contextlib.suppress(psutil.Error, ProcessLookupError):
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
-                return True
-    return False
+        components.stop()

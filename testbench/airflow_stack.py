@@ -29,7 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from ramp_airflow.train_commands import RECOMMENDED_AIRFLOW_SETTINGS
+from ramp_airflow.local_airflow import environment_variable, fitted_settings
 from testbench._proc import free_port, group_members, tail, wait_until
 
 DAGS_FOLDER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "ramp_airflow", "dags")
@@ -62,6 +62,11 @@ def stack_env(
     url = f"http://127.0.0.1:{port}"
     env.update(
         {
+            # What ramp_aws_train_loop gives the Airflow it starts, where the bench sets nothing else.
+            **{
+                environment_variable(*setting): value
+                for setting, value in fitted_settings(os.cpu_count() or 1, str(port)).items()
+            },
             "AIRFLOW_HOME": home,
             "RAMP_AIRFLOW_CONFIG_DIR": str(config_dir),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sql_alchemy_conn,
@@ -95,8 +100,6 @@ def stack_env(
             "no_proxy": "127.0.0.1,localhost",
             "SCARF_ANALYTICS": "false",
             "AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False",
-            # What ramp_aws_train_loop gives the Airflow it starts.
-            **RECOMMENDED_AIRFLOW_SETTINGS,
         }
     )
     env.update(extra_env or {})

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -85,9 +87,16 @@ def test_wrong_event_is_refused_before_anything_runs(config, fresh_ramp_db):
     assert "Traceback" not in done.stderr
 
 
-def test_train_loop_trains_new_submissions_until_interrupted(config, fresh_ramp_db, tmp_path):
-    """`ramp_aws_train_loop` starts Airflow (no scheduler runs here) and trains what is new."""
-    env = dict(os.environ, AIRFLOW__API__PORT=str(free_port()))
+def test_train_loop_on_a_fresh_airflow_home(config, fresh_ramp_db, tmp_path):
+    """
+    `ramp_aws_train_loop` as a newcomer runs it: a new AIRFLOW_HOME and no Airflow setting at all. It
+    starts Airflow with settings fitted to the machine (a setting the user made is kept), trains what
+    is new, and stops everything on Ctrl-C.
+    """
+    home = tmp_path / "airflow"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AIRFLOW")}
+    # The one setting made here: the user's own choice must win over ramp-airflow's.
+    env.update(AIRFLOW_HOME=str(home), AIRFLOW__API__PORT=str(free_port()), AIRFLOW__CORE__PARALLELISM="3")
     loop = subprocess.Popen(
         [str(Path(sys.executable).with_name("ramp_aws_train_loop")), str(config)],
         env=env,
@@ -105,8 +114,9 @@ def test_train_loop_trains_new_submissions_until_interrupted(config, fresh_ramp_
 
         wait_until(all_trained, timeout=300, what="the loop to train every new submission")
         assert loop.poll() is None, "the loop stopped by itself"
-        # The Airflow it started runs with the settings ramp-airflow recommends.
         assert settings_of_started(config, "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME") == {"0.2"}
+        assert settings_of_started(config, "AIRFLOW__CORE__PARALLELISM") == {"3"}
+        assert settings_of_started(config, "AIRFLOW__API__HOST") == {"127.0.0.1"}
         loop.send_signal(signal.SIGINT)
         assert loop.wait(timeout=120) == 0
     finally:
@@ -126,6 +136,37 @@ def test_train_loop_trains_new_submissions_until_interrupted(config, fresh_ramp_
     assert {s for name, s in states.items() if name != "error_in_fit"} == {"scored"}
     # Nothing it started is left running.
     assert not [p.pid for p in psutil.process_iter(["status"]) if started_for(p, config)]
+    # Airflow's metadata is the SQLite file of the new home, in write-ahead-log mode, and each
+    # component wrote its log where the command said.
+    with sqlite3.connect(home / "airflow.db") as metadata:
+        assert metadata.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    log_folder = home / "logs" / "ramp_aws_train_loop"
+    assert f"their logs are in {log_folder}" in (tmp_path / "loop.log").read_text()
+    assert {log.name for log in log_folder.iterdir()} == {
+        "api-server.log",
+        "scheduler.log",
+        "triggerer.log",
+        "dag-processor.log",
+    }
+
+
+def test_fitted_settings_keep_what_the_user_set(tmp_path):
+    """A setting left at Airflow's default is fitted to the machine; one set in airflow.cfg or the environment is kept."""
+    home = tmp_path / "airflow"
+    home.mkdir()
+    (home / "airflow.cfg").write_text("[scheduler]\nscheduler_idle_sleep_time = 2\n")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AIRFLOW")}
+    env.update(AIRFLOW_HOME=str(home), AIRFLOW__API__HOST="0.0.0.0", AIRFLOW__API__PORT="9091")
+    program = "import json, os; from ramp_airflow.local_airflow import settings_environment as s; "
+    program += "print(json.dumps(s(dict(os.environ), cpus=2)))"
+    done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "AIRFLOW__CORE__PARALLELISM": "8",
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+        "AIRFLOW__API__BASE_URL": "http://127.0.0.1:9091",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://127.0.0.1:9091/execution/",
+    }
 
 
 def settings_of_started(config: Path, name: str) -> set[str | None]:
