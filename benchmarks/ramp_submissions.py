@@ -115,3 +115,41 @@ def remove_folders(conn, template_id: int, ids: list[int]) -> None:
         path = local_submission_dir(base, new)
         if os.path.isdir(path):
             shutil.rmtree(path)
+
+
+# RAMP keeps no time for a submission's final state: a trigger records every state change, whoever
+# makes it (ramp-airflow's SQL or ramp-database's ORM), at the moment of the UPDATE.
+_STATE_LOG = """
+CREATE TABLE IF NOT EXISTS bench_state_log (
+    submission_id integer NOT NULL, state text NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE OR REPLACE FUNCTION bench_log_state() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO bench_state_log (submission_id, state) VALUES (NEW.id, NEW.state::text);
+    RETURN NEW;
+END $$;
+DROP TRIGGER IF EXISTS bench_state_log ON submissions;
+CREATE TRIGGER bench_state_log AFTER UPDATE OF state ON submissions
+    FOR EACH ROW WHEN (OLD.state IS DISTINCT FROM NEW.state) EXECUTE FUNCTION bench_log_state();
+"""
+
+
+def log_state_changes(conn) -> None:
+    """Install the state-change log (table ``bench_state_log``) in a RAMP database."""
+    with conn.cursor() as cur:
+        cur.execute(_STATE_LOG)
+    conn.commit()
+
+
+def final_times(conn, ids: list[int]) -> dict[int, tuple[str, float]]:
+    """Submission id -> (final state, epoch seconds it was first set), for those of ``ids`` now final."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT s.id, s.state::text, min(l.at) FROM submissions s JOIN bench_state_log l "
+            "ON l.submission_id = s.id AND l.state = s.state::text "
+            "WHERE s.id = ANY(%s) AND s.state = ANY(%s) GROUP BY s.id, s.state",
+            (ids, list(FINAL_STATES)),
+        )
+        rows = {sid: (state, at.timestamp()) for sid, state, at in cur.fetchall()}
+    conn.commit()
+    return rows
