@@ -40,9 +40,13 @@ _COPY_FOLDS = """
 INSERT INTO submission_on_cv_folds (submission_id, cv_fold_id, state)
 SELECT %(new)s, cv_fold_id, 'new' FROM submission_on_cv_folds WHERE submission_id = %(template)s ORDER BY id
 """
+# The bagged scores too: ramp-database's reset() stores a pickled None in them, not NULL, and its
+# set_scores (ramp-engine's dispatcher) fails to unpickle a NULL.
 _COPY_SCORES = """
-INSERT INTO submission_scores (submission_id, event_score_type_id)
-SELECT %(new)s, event_score_type_id FROM submission_scores WHERE submission_id = %(template)s ORDER BY id
+INSERT INTO submission_scores (submission_id, event_score_type_id, valid_score_cv_bag, test_score_cv_bag,
+                               valid_score_cv_bags, test_score_cv_bags)
+SELECT %(new)s, event_score_type_id, valid_score_cv_bag, test_score_cv_bag, valid_score_cv_bags, test_score_cv_bags
+FROM submission_scores WHERE submission_id = %(template)s ORDER BY id
 """
 _LINK_FOLD_SCORES = """
 INSERT INTO submission_score_on_cv_folds (submission_on_cv_fold_id, submission_score_id)
@@ -63,13 +67,17 @@ def submissions_path(conn, template_id: int) -> str:
         return cur.fetchone()[0]
 
 
-def retire_seeded(conn, keep_new: tuple[str, ...] = ("starting_kit",)) -> None:
-    """Move the seeded submissions out of ``new`` (all but the sandbox), so only copies are trained."""
+def retire_seeded(conn, keep_new: tuple[str, ...] = ("starting_kit",), state: str = "scored") -> None:
+    """
+    Move the seeded submissions out of ``new`` (all but the sandbox) to ``state``, so only copies are
+    trained. ramp-database's leaderboards read the scores of every ``scored`` submission, which the
+    seeded rows do not have: a benchmark whose leaderboards are computed retires them to an error state.
+    """
     with conn.cursor() as cur:
         cur.execute("SELECT id FROM submissions WHERE state = 'new' AND name <> ALL(%s)", (list(keep_new),))
         ids = [row[0] for row in cur.fetchall()]
-        cur.execute("UPDATE submissions SET state = 'scored' WHERE id = ANY(%s)", (ids,))
-        cur.execute("UPDATE submission_on_cv_folds SET state = 'scored' WHERE submission_id = ANY(%s)", (ids,))
+        cur.execute("UPDATE submissions SET state = %s WHERE id = ANY(%s)", (state, ids))
+        cur.execute("UPDATE submission_on_cv_folds SET state = %s WHERE submission_id = ANY(%s)", (state, ids))
     conn.commit()
 
 

@@ -146,12 +146,20 @@ class Case:
         """Wait (bounded) until every submission is final; stop early if ``alive()`` turns false."""
         deadline = time.monotonic() + timeout
         while True:
+            self.check_addresses()
             final = final_times(self.bench.ramp, self.ids)
             if len(final) == self.n or not alive():
                 return final
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.side} case {self.name}: {len(final)}/{self.n} final after {timeout:.0f} s")
             time.sleep(0.25)
+
+    def check_addresses(self) -> None:
+        """Network safety: the addresses moto reports for the case's instances (what both sides contact) are loopback."""
+        for inst in instances_since(self.bench.ec2, self.t_new):
+            for address in (inst.public_ip, inst.private_ip):
+                if address is not None:  # a terminated instance has none
+                    assert_loopback(address)
 
     def wait_terminated(self, timeout: float = 120) -> list:
         """Wait (bounded) until every instance launched since the case began is terminated; return them."""
@@ -177,9 +185,6 @@ class Case:
         now = time.time()
         billed = 0.0
         for inst in instances:
-            # Network safety: whatever either side connects to is the address moto reports.
-            assert_loopback(inst.public_ip)
-            assert_loopback(inst.private_ip)
             billed += bench.terminations.get(inst.id, now) - utc_epoch(inst.launch_time)
         trained = {sid: training_seconds(bench.instance, sid) for sid in self.ids}
         claims = [claimed[sid] for sid in self.ids if claimed.get(sid)]
@@ -285,7 +290,8 @@ def dispatcher_files(bench: Bench) -> tuple[Path, list[str], dict]:
             "key_name": ec2.key_name,
             "security_group": ec2.security_group,
             "key_path": instance.key_path,
-            "remote_ramp_kit_folder": instance.remote_kit_folder,
+            # Absolute: with "~/..." its `mprof run --output=~/...` gets no tilde expansion and every training fails.
+            "remote_ramp_kit_folder": instance.kit_dir,
             "memory_profiling": True,
             **INTERVALS,
         },
@@ -473,7 +479,7 @@ def main() -> None:
             ramp_db = seed_ramp_database(cluster, work_dir=str(work / "ramp"))
             bench = Bench(cluster, ramp_db, instance, ec2, terminations, work, args)
             stack.callback(bench.ramp.close)
-            retire_seeded(bench.ramp)
+            retire_seeded(bench.ramp, state="checking_error")  # the dispatcher computes leaderboards
             log_state_changes(bench.ramp)
             # One side after the other: both would claim the same new submissions. The dispatcher
             # goes first so that its leaderboard updates do not also go over the other side's rows.
