@@ -77,6 +77,18 @@ from testbench.ramp_database import seed_ramp_database  # noqa: E402
 CASES = {"3": (3, 0.0), "10": (10, 20.0), "50": (50, 0.0)}
 INTERVALS = {"check_status_interval_secs": 1, "check_finished_training_interval_secs": 1, "train_loop_interval_secs": 5}
 SIDES = ("dispatcher", "airflow")
+# The dispatcher's worker config takes these from ramp_aws_train_loop's config: same names, same values.
+SHARED_AWS_FIELDS = (
+    "region_name",
+    "ami_image_name",
+    "ami_user_name",
+    "instance_type",
+    "key_name",
+    "key_path",
+    "security_group",
+    "memory_profiling",
+    *INTERVALS,
+)
 LABELS = {"dispatcher": "ramp-engine dispatcher", "airflow": "ramp_aws_train_loop"}
 N_WORKERS = 3
 # AWSWorker runs `ssh -o 'StrictHostKeyChecking no'`: the host keys it accepts go to a file of this run,
@@ -231,9 +243,21 @@ class Bench:
         self.terminations, self.work, self.args = terminations, work, args
         self.ramp = ramp_db.connect(autocommit=False)
         self.template = ramp_db.submissions["random_forest"]
+        # ramp_aws_train_loop's config.yml, written as the test bench writes one for its event.
+        (work / "airflow").mkdir()
+        self.config = write_event_config(work / "airflow" / "config.yml", ramp_db, instance, ec2, **INTERVALS)
+        self.aws_config = yaml.safe_load(self.config.read_text())["aws"]
 
     def timeout(self, case: Case) -> float:
         return self.args.timeout + 20 * case.n + 20 * case.boot_delay
+
+
+def start_side(argv: list[str], cwd: Path, env: dict, log) -> tuple[subprocess.Popen, ProcessTrees]:
+    """Start a side in a session of its own (stopped by its process groups), and follow its process tree."""
+    proc = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    return proc, ProcessTrees([], roots=[proc.pid])
 
 
 def exited(pid: int) -> bool:
@@ -281,19 +305,11 @@ def dispatcher_files(bench: Bench) -> tuple[Path, list[str], dict]:
         },
         "worker": {
             "worker_type": "aws",
+            **{field: bench.aws_config[field] for field in SHARED_AWS_FIELDS},
             "access_key_id": ec2.env["AWS_ACCESS_KEY_ID"],
             "secret_access_key": ec2.env["AWS_SECRET_ACCESS_KEY"],
-            "region_name": ec2.region,
-            "ami_image_name": ec2.ami_name,
-            "ami_user_name": instance.user,
-            "instance_type": "t2.micro",
-            "key_name": ec2.key_name,
-            "security_group": ec2.security_group,
-            "key_path": instance.key_path,
             # Absolute: with "~/..." its `mprof run --output=~/...` gets no tilde expansion and every training fails.
             "remote_ramp_kit_folder": instance.kit_dir,
-            "memory_profiling": True,
-            **INTERVALS,
         },
         "dispatcher": {"n_workers": N_WORKERS, "hunger_policy": "exit"},
     }
@@ -320,16 +336,7 @@ def run_dispatcher(bench: Bench, cases: list[str]) -> dict:
         log = open(folder / f"dispatcher-{name}.log", "w")
         started = time.time()
         # cwd: ramp-engine writes its log files (dispatcher.log, aws_worker.log) to the current folder.
-        proc = subprocess.Popen(
-            argv,
-            cwd=folder,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        trees = ProcessTrees([], roots=[proc.pid])
+        proc, trees = start_side(argv, folder, env, log)
         rss = PeakRss(trees)
         rss.start()
         usage = None
@@ -364,11 +371,10 @@ def airflow_environment(home: Path, ec2) -> dict:
 
 def run_airflow(bench: Bench, cases: list[str], venv: Path) -> dict:
     """One ``ramp_aws_train_loop`` for every case, started once the first case's submissions are new."""
-    folder = bench.work / "airflow"
+    folder = bench.config.parent
     home = folder / "airflow-home"
-    home.mkdir(parents=True)
-    config = write_event_config(folder / "config.yml", bench.ramp_db, bench.instance, bench.ec2, **INTERVALS)
-    argv = [str(venv / "bin" / "ramp_aws_train_loop"), str(config)]
+    home.mkdir()
+    argv = [str(venv / "bin" / "ramp_aws_train_loop"), str(bench.config)]
     env = airflow_environment(home, bench.ec2)
     results = {}
     proc = trees = None
@@ -379,16 +385,7 @@ def run_airflow(bench: Bench, cases: list[str], venv: Path) -> dict:
             started, cpu0 = None, 0.0
             if proc is None:
                 started = time.time()
-                proc = subprocess.Popen(
-                    argv,
-                    cwd=folder,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-                trees = ProcessTrees([], roots=[proc.pid])
+                proc, trees = start_side(argv, folder, env, log)
             else:
                 cpu0 = trees.cpu_seconds()
             rss = PeakRss(trees)
