@@ -25,9 +25,10 @@ FINAL_STATES = ("scored", "training_error", "checking_error")
 
 _COPY_SUBMISSION = """
 INSERT INTO submissions (event_team_id, name, hash_, submission_timestamp, type, state, queue_position,
-                         error_msg, is_valid, is_to_ensemble, is_in_competition, notes, user_name)
+                         error_msg, is_valid, is_to_ensemble, is_in_competition, notes, user_name,
+                         contributivity, historical_contributivity)
 SELECT event_team_id, %(name)s, %(hash)s, %(now)s, type, 'new', -1,
-       '', is_valid, is_to_ensemble, is_in_competition, notes, user_name
+       '', is_valid, is_to_ensemble, is_in_competition, notes, user_name, contributivity, historical_contributivity
 FROM submissions WHERE id = %(template)s
 RETURNING id
 """
@@ -37,11 +38,14 @@ SELECT %(new)s, workflow_element_id, submission_file_type_extension_id
 FROM submission_files WHERE submission_id = %(template)s
 """
 _COPY_FOLDS = """
-INSERT INTO submission_on_cv_folds (submission_id, cv_fold_id, state)
-SELECT %(new)s, cv_fold_id, 'new' FROM submission_on_cv_folds WHERE submission_id = %(template)s ORDER BY id
+INSERT INTO submission_on_cv_folds (submission_id, cv_fold_id, state, contributivity, best, train_time, valid_time,
+                                    test_time, error_msg)
+SELECT %(new)s, cv_fold_id, 'new', contributivity, best, train_time, valid_time, test_time, ''
+FROM submission_on_cv_folds WHERE submission_id = %(template)s ORDER BY id
 """
-# The bagged scores too: ramp-database's reset() stores a pickled None in them, not NULL, and its
-# set_scores (ramp-engine's dispatcher) fails to unpickle a NULL.
+# Every column ramp-database's ORM fills at add_submission (its defaults and reset() are Python-side)
+# is copied from the template, which was never trained: its leaderboards fail on a NULL contributivity,
+# its set_scores on a NULL where reset() stored a pickled None.
 _COPY_SCORES = """
 INSERT INTO submission_scores (submission_id, event_score_type_id, valid_score_cv_bag, test_score_cv_bag,
                                valid_score_cv_bags, test_score_cv_bags)
@@ -49,9 +53,18 @@ SELECT %(new)s, event_score_type_id, valid_score_cv_bag, test_score_cv_bag, vali
 FROM submission_scores WHERE submission_id = %(template)s ORDER BY id
 """
 _LINK_FOLD_SCORES = """
-INSERT INTO submission_score_on_cv_folds (submission_on_cv_fold_id, submission_score_id)
-SELECT f.id, s.id FROM submission_on_cv_folds f, submission_scores s
-WHERE f.submission_id = %(new)s AND s.submission_id = %(new)s
+INSERT INTO submission_score_on_cv_folds (submission_on_cv_fold_id, submission_score_id, train_score, valid_score,
+                                          test_score)
+SELECT f.id, s.id, t.train_score, t.valid_score, t.test_score
+FROM submission_on_cv_folds f JOIN submission_scores s ON s.submission_id = f.submission_id
+LEFT JOIN (
+    SELECT tf.cv_fold_id, ts.event_score_type_id, tss.train_score, tss.valid_score, tss.test_score
+    FROM submission_score_on_cv_folds tss
+    JOIN submission_on_cv_folds tf ON tf.id = tss.submission_on_cv_fold_id
+    JOIN submission_scores ts ON ts.id = tss.submission_score_id
+    WHERE tf.submission_id = %(template)s
+) t ON t.cv_fold_id = f.cv_fold_id AND t.event_score_type_id = s.event_score_type_id
+WHERE f.submission_id = %(new)s
 ORDER BY f.id, s.id
 """
 
