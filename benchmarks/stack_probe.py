@@ -6,6 +6,7 @@ and how many worker slots its task instances hold, sampled from outside.
   (api-server, scheduler with its LocalExecutor workers and task processes and their ssh/rsync
   children, triggerer, dag-processor). CPU seconds are exact over exited processes too: each
   live process's own times plus those of the children it reaped.
+- :class:`PeakRss`: a thread that keeps the peak of their total RSS.
 - :class:`Sampler`: a thread that, every ``interval`` seconds, counts task instances by state
   in the metadata database (all running ones, and the sensors among them: a deferrable wait
   holds a slot only while it starts or resumes), the submissions training in the RAMP database,
@@ -26,18 +27,29 @@ SENSOR_TASKS = ("wait_for_instance", "wait_for_training", "wait_for_new_submissi
 
 
 class ProcessTrees:
-    """The processes of some process groups (one per stack component), found through /proc."""
+    """
+    The processes of some process groups (one per stack component), found through /proc; with
+    ``roots``, also every descendant of those PIDs, whose process groups are then followed too
+    (a child started in a session of its own, and what it starts, stays counted if reparented).
+    """
 
-    def __init__(self, pgids: list[int]):
-        self.pgids = set(pgids)
+    def __init__(self, pgids: list[int], roots: list[int] = ()):
+        self.pgids, self.roots = set(pgids), list(roots)
 
     def processes(self) -> list[psutil.Process]:
-        found = []
+        found = {}
+        for root in self.roots:
+            with contextlib.suppress(psutil.Error):
+                top = psutil.Process(root)
+                for proc in [top, *top.children(recursive=True)]:
+                    found[proc.pid] = proc
+                    with contextlib.suppress(ProcessLookupError):
+                        self.pgids.add(os.getpgid(proc.pid))
         for proc in psutil.process_iter():
             with contextlib.suppress(psutil.Error, ProcessLookupError):
-                if os.getpgid(proc.pid) in self.pgids:
-                    found.append(proc)
-        return found
+                if proc.pid not in found and os.getpgid(proc.pid) in self.pgids:
+                    found[proc.pid] = proc
+        return list(found.values())
 
     def cpu_seconds(self) -> float:
         total = 0.0
@@ -53,6 +65,25 @@ class ProcessTrees:
             with contextlib.suppress(psutil.Error):
                 total += proc.memory_info().rss
         return total
+
+
+class PeakRss(threading.Thread):
+    """Sample the total RSS of some process trees every ``interval`` seconds until :meth:`stop`; keep the peak."""
+
+    def __init__(self, trees: ProcessTrees, interval: float = 0.5):
+        super().__init__(daemon=True)
+        self.trees, self.interval, self.peak = trees, interval, 0
+        self._stop_event = threading.Event()
+
+    def stop(self) -> int:
+        self._stop_event.set()
+        self.join(timeout=30)
+        return self.peak
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.peak = max(self.peak, self.trees.rss_bytes())
+            self._stop_event.wait(self.interval)
 
 
 _TI_QUERY = """

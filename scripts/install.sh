@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RAMP_VENV=${RAMP_VENV:-/opt/ramp-airflow/ramp-venv}
-# redis-server: the Celery test stack's broker; chromium and chromium-driver: the trigger form's browser test.
-DEBIAN_PACKAGES=(postgresql openssh-server openssh-client rsync python3-venv iproute2 util-linux redis-server chromium chromium-driver)
+# redis-server: the Celery test stack's broker; chromium and chromium-driver: the trigger form's browser test;
+# screen: ramp-engine's AWSWorker runs trainings in `screen -dm` (benchmarks/versus_dispatcher.py).
+DEBIAN_PACKAGES=(postgresql openssh-server openssh-client rsync python3-venv iproute2 util-linux redis-server chromium chromium-driver screen)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

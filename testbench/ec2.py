@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 
 from testbench._proc import free_port
 
@@ -139,6 +140,27 @@ def held_launch(hold_secs: float = 60):
     finally:
         release.set()
         InstanceBackend.run_instances = original
+
+
+@contextlib.contextmanager
+def recorded_terminations():
+    """
+    Record when each instance is terminated (moto keeps no such time): yields a dict of instance id to
+    ``time.time()`` of its first termination, filled while the block runs. Billed time ends there.
+    """
+    from moto.ec2.models.instances import Instance
+
+    original, terminated = Instance.terminate, {}
+
+    def terminate(self, *args, **kwargs):
+        terminated.setdefault(self.id, time.time())
+        return original(self, *args, **kwargs)
+
+    Instance.terminate = terminate
+    try:
+        yield terminated
+    finally:
+        Instance.terminate = original
 
 
 @dataclasses.dataclass
