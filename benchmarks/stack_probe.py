@@ -6,7 +6,7 @@ and how many worker slots its task instances hold, sampled from outside.
   (api-server, scheduler with its LocalExecutor workers and task processes and their ssh/rsync
   children, triggerer, dag-processor). CPU seconds are exact over exited processes too: each
   live process's own times plus those of the children it reaped.
-- :class:`PeakRss`: a thread that keeps the peak of their total RSS.
+- :class:`PeakRss`: a thread that keeps the peaks of their total RSS and PSS.
 - :class:`Sampler`: a thread that, every ``interval`` seconds, counts task instances by state
   in the metadata database (all running ones, and the sensors among them: a deferrable wait
   holds a slot only while it starts or resumes), the submissions training in the RAMP database,
@@ -66,23 +66,35 @@ class ProcessTrees:
                 total += proc.memory_info().rss
         return total
 
+    def pss_bytes(self) -> int:
+        """Proportional set size: a page shared by n processes counts 1/n in each, so forks are not counted n times."""
+        total = 0
+        for proc in self.processes():
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_full_info().pss
+        return total
+
 
 class PeakRss(threading.Thread):
-    """Sample the total RSS of some process trees every ``interval`` seconds until :meth:`stop`; keep the peak."""
+    """
+    Sample the total RSS and PSS of some process trees every ``interval`` seconds until :meth:`stop`;
+    keep the peaks, ``(rss, pss)`` in bytes.
+    """
 
     def __init__(self, trees: ProcessTrees, interval: float = 0.5):
         super().__init__(daemon=True)
-        self.trees, self.interval, self.peak = trees, interval, 0
+        self.trees, self.interval, self.peak = trees, interval, (0, 0)
         self._stop_event = threading.Event()
 
-    def stop(self) -> int:
+    def stop(self) -> tuple[int, int]:
         self._stop_event.set()
         self.join(timeout=30)
         return self.peak
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.peak = max(self.peak, self.trees.rss_bytes())
+            rss, pss = self.trees.rss_bytes(), self.trees.pss_bytes()
+            self.peak = (max(self.peak[0], rss), max(self.peak[1], pss))
             self._stop_event.wait(self.interval)
 
 

@@ -185,7 +185,7 @@ class Case:
             )
         return instances_since(self.bench.ec2, self.t_new)
 
-    def figures(self, final: dict, started: float | None, cpu: float, rss_peak: int) -> dict:
+    def figures(self, final: dict, started: float | None, cpu: float, peak: tuple[int, int]) -> dict:
         """The case's figures, from the RAMP database, moto and the instance's files."""
         bench = self.bench
         bench.ec2.set_status_delay(0)  # boots of later launches (none of this case's) are instant again
@@ -216,7 +216,8 @@ class Case:
             "latency": statistics.median(e - self.t_new for e in ends) if ends else None,
             "cpu_per_sub": cpu / self.n,
             "idle_per_sub": (billed - sum(trained.values())) / self.n,
-            "rss_peak_mib": rss_peak / 2**20,
+            "rss_peak_mib": peak[0] / 2**20,
+            "pss_peak_mib": peak[1] / 2**20,
             "instances": len(instances),
             "unterminated": sum(i.id not in bench.terminations for i in instances),
             "train_median": statistics.median(trained.values()),
@@ -417,7 +418,8 @@ FIGURES = [
     ("latency", "latency new->final s (median)", "{:.1f}"),
     ("cpu_per_sub", "CPU s per submission", "{:.1f}"),
     ("idle_per_sub", "billed idle s per submission", "{:.1f}"),
-    ("rss_peak_mib", "peak RSS MiB", "{:.0f}"),
+    ("rss_peak_mib", "peak RSS MiB (shared pages once per process)", "{:.0f}"),
+    ("pss_peak_mib", "peak PSS MiB (shared pages split)", "{:.0f}"),
 ]
 
 
