@@ -66,13 +66,17 @@ class ProcessTrees:
                 total += proc.memory_info().rss
         return total
 
-    def pss_bytes(self) -> int:
-        """Proportional set size: a page shared by n processes counts 1/n in each, so forks are not counted n times."""
-        total = 0
+    def rss_and_pss_bytes(self) -> tuple[int, int]:
+        """
+        Total RSS and PSS, from one walk of the trees. PSS (proportional set size) counts a page shared
+        by n processes 1/n in each, so forked processes are not counted n times.
+        """
+        rss = pss = 0
         for proc in self.processes():
             with contextlib.suppress(psutil.Error):
-                total += proc.memory_full_info().pss
-        return total
+                memory = proc.memory_full_info()
+                rss, pss = rss + memory.rss, pss + memory.pss
+        return rss, pss
 
 
 class PeakRss(threading.Thread):
@@ -93,7 +97,7 @@ class PeakRss(threading.Thread):
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            rss, pss = self.trees.rss_bytes(), self.trees.pss_bytes()
+            rss, pss = self.trees.rss_and_pss_bytes()
             self.peak = (max(self.peak[0], rss), max(self.peak[1], pss))
             self._stop_event.wait(self.interval)
 

@@ -85,7 +85,7 @@ def prepare_metadata_database() -> None:
         # With the default rollback journal, one writer blocks every reader of the file; with the
         # write-ahead log readers go on while the scheduler, the API server and the triggerer write.
         # The mode is stored in the file, so this one switch holds for every component.
-        with sqlite3.connect(url.database) as connection:
+        with contextlib.closing(sqlite3.connect(url.database)) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
 
 
@@ -152,7 +152,6 @@ class Components:
     def start(self, *names: str) -> None:
         self.log_folder.mkdir(parents=True, exist_ok=True)
         for name in names:
-            group = next(iter(self.started.values())).pid if self.started else 0
             with open(self.log_folder / f"{name}.log", "ab") as log:
                 self.started[name] = subprocess.Popen(
                     [sys.executable, "-c", _PRELOADED.get(name, "") + _AIRFLOW_MAIN, name],
@@ -162,8 +161,12 @@ class Components:
                     stderr=subprocess.STDOUT,
                     # Outside the terminal's group, so that Ctrl-C reaches the loop command alone,
                     # which then stops them all.
-                    process_group=group,
+                    process_group=self._group() or 0,
                 )
+
+    def _group(self) -> int | None:
+        """The components' process group: the first one's pid (None before any has started)."""
+        return next(iter(self.started.values())).pid if self.started else None
 
     def check(self) -> None:
         """Fail, naming the component and its log, when one has exited."""
@@ -190,9 +193,9 @@ class Components:
 
     def stop(self, timeout: float = 60) -> None:
         """Stop the group, with everything the components started: TERM, a bounded wait, then KILL."""
-        if not self.started:
+        group = self._group()
+        if group is None:
             return
-        group = next(iter(self.started.values())).pid
         for sig in (signal.SIGTERM, signal.SIGKILL):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(group, sig)

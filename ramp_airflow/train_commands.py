@@ -171,8 +171,8 @@ def ramp_aws_train_loop(argv: list[str] | None = None) -> int:
     os.environ.update(fitted)
     log_folder = Path(conf.get("logging", "base_log_folder")) / "ramp_aws_train_loop"
     print(
-        "No Airflow scheduler is running: starting Airflow's API server (on 127.0.0.1), scheduler, triggerer "
-        f"and DAG processor; their logs are in {log_folder}."
+        f"No Airflow scheduler is running: starting Airflow's API server (on {conf.get('api', 'host')}), scheduler, "
+        f"triggerer and DAG processor; their logs are in {log_folder}."
         + "".join(f"\n  {name}={value}" for name, value in sorted(fitted.items()))
     )
     # Runs queued before a stop would start with the scheduler, before the API server answers, and a
