@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ramp_airflow.config import ConfigError, EventConfig, load_config
 from ramp_airflow.utils.claim_sql import RunRef
+from ramp_airflow.utils.submission_states import CANCELLED_BY_OPERATOR
 
 DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
 
@@ -131,7 +132,7 @@ def _cancel_runs_since(config: EventConfig, dag_id: str, started: datetime.datet
             for submission_id, _, claimed_by in database.in_flight_claims(config.event_name):
                 if claimed_by == owner:
                     with contextlib.suppress(StateTransitionError):
-                        database.set_checking_error(submission_id, "Training was cancelled by an operator.", owner)
+                        database.set_checking_error(submission_id, f"{CANCELLED_BY_OPERATOR}.", owner)
             run.state = "failed"
             cancelled.append(run.run_id)
     return cancelled

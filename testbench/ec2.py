@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 import tempfile
-import threading
 import time
 
 from testbench._proc import free_port
@@ -112,33 +111,6 @@ def refused_launches(refusals: dict[str, str], markets=("spot", "on-demand"), me
     try:
         yield requests
     finally:
-        InstanceBackend.run_instances = original
-
-
-@contextlib.contextmanager
-def held_launch(hold_secs: float = 60):
-    """
-    Hold moto's answer to the first RunInstances once the instance exists, as a slow network would: a
-    task killed meanwhile has launched an instance it never heard of. Yields an event set once the
-    instance exists; the answer goes out when the block exits (or after ``hold_secs``).
-    """
-    from moto.ec2.models.instances import InstanceBackend
-
-    original, created, release, first = InstanceBackend.run_instances, threading.Event(), threading.Event(), []
-
-    def run_instances(self, *args, **kwargs):
-        reservation = original(self, *args, **kwargs)
-        if not first:
-            first.append(reservation)
-            created.set()
-            release.wait(hold_secs)
-        return reservation
-
-    InstanceBackend.run_instances = run_instances
-    try:
-        yield created
-    finally:
-        release.set()
         InstanceBackend.run_instances = original
 
 

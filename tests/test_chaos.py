@@ -3,11 +3,11 @@ Faults injected into real training runs: each case breaks one thing at one point
 and checks the invariants that matter to an organiser at 3 a.m.: the submission ends in a final state,
 it is trained once, its result is a clean run's, no instance is left running, nothing is stuck.
 
-Processes are killed by PID (Airflow's components and task processes, the RAMP database's own PostgreSQL); sshd is the
-instance's. The other faults (a duplicate trigger, a trigger racing the loop, a re-queued or moved
-submission, Ctrl-C of ramp_aws_train, a cancelled run, a launch that dies after RunInstances with no
-retry left) have their tests beside the feature they exercise: test_training_dag, test_loop_dag and
-test_train_commands.
+Processes are killed by PID (Airflow's components and task processes, the RAMP database's own
+PostgreSQL); sshd is the instance's. A task process is killed at an exact step by holding it there
+first (testbench.fault_points). The other faults (a duplicate trigger, a trigger racing the loop, a
+re-queued or moved submission, Ctrl-C of ramp_aws_train) have their tests beside the feature they
+exercise: test_training_dag, test_loop_dag and test_train_commands.
 """
 
 from __future__ import annotations
@@ -15,15 +15,18 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import urllib.error
 
 import pytest
 
+from ramp_airflow.dag_factory import bounds
 from testbench._proc import wait_until
 from testbench.airflow_stack import running_airflow
-from testbench.ec2 import held_launch
 from testbench.event_config import write_event_config
+from testbench.fault_points import AIRFLOW_PATH, FOLDER_VARIABLE, FaultPoint
 from testbench.postgres import running_postgres
 from testbench.ramp_database import seed_ramp_database
+from testbench.task_logs import task_log
 from testbench.training_runs import instances_of, task_states
 
 # Every training sleeps first, leaving time to break something while it runs.
@@ -190,7 +193,12 @@ def stack_and_db(tmp_path, postgres, fresh_ramp_db, instance, ec2):
     config = write_event_config(
         tmp_path / "config.yml", fresh_ramp_db, instance, ec2, training_command=slow, orphan_grace_period_secs=1
     )
-    with running_airflow(postgres, str(config), extra_env=ec2.env, home=str(tmp_path / "airflow")) as stack:
+    faults = tmp_path / "fault_points"
+    faults.mkdir()
+    # Every component and task process gets the bench's fault points (testbench.fault_points).
+    extra_env = {**ec2.env, "PYTHONPATH": os.pathsep.join(AIRFLOW_PATH), FOLDER_VARIABLE: str(faults)}
+    with running_airflow(postgres, str(config), extra_env=extra_env, home=str(tmp_path / "airflow")) as stack:
+        stack.fault_points = str(faults)
         yield stack, fresh_ramp_db
 
 
@@ -206,12 +214,7 @@ def test_an_airflow_component_killed_and_restarted_mid_run(stack_and_db, ec2, co
     submission_id = db.submissions["random_forest"]
     earlier = instances_of(ec2, submission_id)
     run_id = stack.trigger(training, {"submission_id": submission_id}, run_id=f"chaos_{component}")["dag_run_id"]
-
-    def deferred() -> bool:
-        stack.check_alive()
-        return stack.task_states(training, run_id).get(wait_task) == "deferred"
-
-    wait_until(deferred, 180, f"{wait_task} to be deferred", 0.5)
+    wait_until(lambda: waiting(stack, training, run_id, wait_task), 180, f"{wait_task} to be deferred", 0.5)
     stack.kill(component)
     stack.restart(component)
 
@@ -222,10 +225,13 @@ def test_an_airflow_component_killed_and_restarted_mid_run(stack_and_db, ec2, co
     assert_scored_once(db, ec2, submission_id, earlier)
 
 
-def test_the_launch_task_killed_right_after_runinstances(stack_and_db, ec2):
+@pytest.mark.parametrize("kills", [1, 1 + bounds.RETRIES["retries"]], ids=["the retry trains", "no retry left"])
+def test_the_launch_task_killed_right_after_runinstances(stack_and_db, ec2, kills):
     """
-    SIGKILL of the launch task while EC2's answer to RunInstances is on its way: the instance exists and
-    the task never learnt its id. The retry finds it by its tags and trains on it: one instance, one training.
+    SIGKILL of the launch task's process right after EC2 answered RunInstances, before the instance's id
+    reached XCom. A retry finds the instance by its tags and trains on it: one instance, one training.
+    With no retry left, the run's last task finds it by its tags and terminates it, and the submission
+    ends in checking_error.
     """
     stack, db = stack_and_db
     training = f"ramp_train_{db.event}"
@@ -233,39 +239,120 @@ def test_the_launch_task_killed_right_after_runinstances(stack_and_db, ec2):
     submission_id = db.submissions["random_forest"]
     earlier = instances_of(ec2, submission_id)
     launch = f"/api/v2/dags/{training}/dagRuns/chaos_launch_killed/taskInstances/attempt_1.launch_instance"
-    with held_launch() as created:
-        stack.trigger(training, {"submission_id": submission_id}, run_id="chaos_launch_killed")
-        assert created.wait(180), "the run never launched an instance"
-        pid = stack.request("GET", launch)["pid"]
-        os.kill(pid, signal.SIGKILL)  # the task process, by the PID Airflow recorded for it
+    point = FaultPoint(stack.fault_points, "launch_instance")
+    point.arm()
+    stack.trigger(training, {"submission_id": submission_id}, run_id="chaos_launch_killed")
+    for _ in range(kills):
+        kill_held(stack, point, launch)
+    point.disarm()
 
     run = wait_until(lambda: run_ended(stack, training, "chaos_launch_killed"), 300, "the run to end", 1.0)
-    assert run["state"] == "success", stack.task_states(training, "chaos_launch_killed")
-    assert stack.request("GET", launch)["try_number"] == 2
+    states = stack.task_states(training, "chaos_launch_killed")
+    if kills == 1:
+        assert run["state"] == "success", states
+        assert stack.request("GET", launch)["try_number"] == 2
+        assert_scored_once(db, ec2, submission_id, earlier)
+        return
+    assert states["attempt_1.launch_instance"] == "failed" and states["terminate_leftover_instances"] == "success"
+    assert stack.request("GET", launch)["try_number"] == kills
+    assert list(instances_of(ec2, submission_id, earlier).values()) == ["terminated"]
+    assert db.query("SELECT state FROM submissions WHERE id = %s", (submission_id,)) == [("checking_error",)]
+
+
+def test_the_loop_sensor_killed_right_after_its_claim(stack_and_db, ec2):
+    """
+    SIGKILL of the loop's sensor right after its claim committed, before any training run was triggered:
+    the claim has no run. The loop's next run starts that run, which trains the submission once.
+    """
+    stack, db = stack_and_db
+    loop, training = f"ramp_train_loop_{db.event}", f"ramp_train_{db.event}"
+    submission_id = db.submissions["random_forest"]
+    # One submission to claim: the others are set aside.
+    db.query("UPDATE submissions SET state = 'training_error' WHERE state = 'new' AND id != %s", (submission_id,))
+    earlier = instances_of(ec2, submission_id)
+    stack.wait_for_dag(loop)
+    stack.wait_for_dag(training)
+    point = FaultPoint(stack.fault_points, "wait_for_new_submissions")
+    point.arm()
+    stack.unpause(loop)
+    (first,) = wait_until(lambda: stack.dag_runs(loop), 120, "the loop's first run", 0.5)
+    sensor = f"/api/v2/dags/{loop}/dagRuns/{first['dag_run_id']}/taskInstances/wait_for_new_submissions"
+    kill_held(stack, point, sensor)
+    point.disarm()
+    assert db.query("SELECT state FROM submissions WHERE id = %s", (submission_id,)) == [("sent_to_training",)]
+
+    def scored() -> bool:
+        stack.check_alive()
+        return db.query("SELECT state FROM submissions WHERE id = %s", (submission_id,)) == [("scored",)]
+
+    wait_until(scored, 300, "the claimed submission to be trained", 1.0)
+    stack.request("PATCH", f"/api/v2/dags/{loop}", {"is_paused": True})
+    assert wait_until(lambda: run_ended(stack, loop, first["dag_run_id"]), 60, "the killed loop run", 1.0)
+    (run,) = stack.dag_runs(training)  # one run: the one its claim named
+    ((owner,),) = db.query("SELECT run_id FROM ramp_airflow_claims WHERE submission_id = %s", (submission_id,))
+    assert run["dag_run_id"] == owner
+    wait_until(lambda: run_ended(stack, training, owner), 120, "the training run to end", 1.0)
     assert_scored_once(db, ec2, submission_id, earlier)
 
 
-def test_a_run_marked_failed_from_the_api_is_cancelled(stack_and_db, ec2, instance):
-    """What the UI's "mark failed" does mid-training: the housekeeping run ends the claim and the instance."""
+def kill_held(stack, point: FaultPoint, task_instance: str) -> None:
+    """SIGKILL the task process held at ``point``, checking that it is the one Airflow runs ``task_instance`` in."""
+    pid = point.wait_held(180, stack.check_alive)
+    assert stack.request("GET", task_instance)["pid"] == pid
+    os.kill(pid, signal.SIGKILL)
+
+
+def waiting(stack, dag_id: str, run_id: str, task_id: str) -> bool:
+    stack.check_alive()
+    return stack.task_states(dag_id, run_id).get(task_id) == "deferred"
+
+
+@pytest.mark.parametrize("action", ["mark the run failed", "clear the run"])
+def test_a_run_cancelled_from_the_api_while_it_trains(stack_and_db, ec2, instance, action):
+    """
+    What the UI's "Mark as failed" and "Clear" do to a run that waits for its training: the wait's trigger
+    terminates the instance and records the submission as cancelled at once. A cleared run starts again
+    but trains and records nothing more: its submission is no longer in flight.
+    """
     stack, db = stack_and_db
-    training, housekeeping = f"ramp_train_{db.event}", f"ramp_housekeeping_{db.event}"
+    training = f"ramp_train_{db.event}"
     stack.wait_for_dag(training)
-    stack.wait_for_dag(housekeeping)
     submission_id = db.submissions["random_forest"]
-    earlier = instances_of(ec2, submission_id)
+    earlier, scores_before = instances_of(ec2, submission_id), scores_of(db, submission_id)
     run_id = stack.trigger(training, {"submission_id": submission_id}, run_id="chaos_cancelled")["dag_run_id"]
 
-    def waiting_for_training() -> bool:
+    def in_the_triggerer() -> bool:
+        # Deferred, or even assigned to a triggerer, is not enough: an action before the triggerer has
+        # started the trigger reaches no trigger.
         stack.check_alive()
-        return stack.task_states(training, run_id).get("attempt_1.wait_for_training") == "deferred"
+        try:
+            lines = task_log(stack, training, run_id, "attempt_1.wait_for_training", 1)
+        except urllib.error.HTTPError as err:
+            if err.code != 404:  # no such try yet
+                raise
+            return False
+        return any("starting" in line for line in lines)
 
-    wait_until(waiting_for_training, 180, "the training wait to be deferred", 0.5)
-    stack.request("PATCH", f"/api/v2/dags/{training}/dagRuns/{run_id}", {"state": "failed"})
-    # Airflow still runs the attempt's teardown (terminate_instance), then ends the run for good.
-    wait_until(lambda: run_ended(stack, training, run_id), 180, "the cancelled run to end", 1.0)
-    sweep = stack.trigger(housekeeping, run_id="chaos_housekeeping")["dag_run_id"]
-    assert wait_until(lambda: run_ended(stack, housekeeping, sweep), 180, "housekeeping", 1.0)["state"] == "success"
-    ((state, error_msg),) = db.query("SELECT state, error_msg FROM submissions WHERE id = %s", (submission_id,))
-    assert state == "checking_error" and "cancelled by an operator" in error_msg
+    wait_until(in_the_triggerer, 180, "a triggerer to run the training wait", 0.5)
+    if action == "clear the run":
+        clear = {"dag_run_id": run_id, "dry_run": False, "only_failed": False, "reset_dag_runs": True}
+        stack.request("POST", f"/api/v2/dags/{training}/clearTaskInstances", clear)
+    else:
+        stack.request("PATCH", f"/api/v2/dags/{training}/dagRuns/{run_id}", {"state": "failed"})
+
+    def cancelled():
+        stack.check_alive()
+        ((state, error_msg),) = db.query("SELECT state, error_msg FROM submissions WHERE id = %s", (submission_id,))
+        return (state, error_msg) if state != "training" else None
+
+    state, error_msg = wait_until(cancelled, 120, "the cancel", 0.5)
+    assert state == "checking_error" and f"cancelled by an operator (its run {run_id}" in error_msg
+    # A run ends in the state its last tasks give (a run marked failed may show success once its
+    # teardown has run, apache/airflow#45530); what counts is what it did not do.
+    wait_until(lambda: run_ended(stack, training, run_id), 300, "the cancelled run to end", 1.0)
+    assert stack.task_states(training, run_id)["record_results"] != "success"
+    assert db.query("SELECT state FROM submissions WHERE id = %s", (submission_id,)) == [("checking_error",)]
+    assert scores_of(db, submission_id) == scores_before
+    # Its one instance, terminated: a cleared run's launch reuses it, or is refused, never launches another.
     assert list(instances_of(ec2, submission_id, earlier).values()) == ["terminated"]
     instance.kill_training(submission_id)  # what the terminated instance was still running

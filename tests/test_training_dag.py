@@ -456,33 +456,3 @@ def test_a_run_for_a_submission_another_run_claimed_trains_nothing(event, ec2):
     assert states["attempt_1.launch_instance"] == "upstream_failed" and states["ensure_final_state"] == "failed"
     assert event.db.query("SELECT * FROM submissions WHERE id = %s", (submission_id,)) == before
     assert instances_of(ec2, submission_id, earlier) == {}
-
-
-def test_an_instance_whose_launch_task_died_is_terminated_by_the_run(event, ec2, monkeypatch):
-    """Killed after EC2 created the instance, with no retry left: no teardown runs, the run's last task finds it."""
-    from ramp_airflow.operators.ec2 import LaunchInstanceOperator
-
-    def launch_then_die(self, submission_id, run_id):
-        self.hook.launch_instance(
-            image_id=self.ami_image_id or self.hook.resolve_image(None, self.ami_image_name, self.ami_owners),
-            instance_type=self.instance_type,
-            key_name=self.key_name,
-            security_group=self.security_group,
-            event_name=self.event_name,
-            submission_id=submission_id,
-            dag_id=self.dag_id,
-            run_id=run_id,
-            task_id=self.task_id,
-        )
-        raise SystemExit("killed right after RunInstances")  # as SIGKILL would: no cleanup of its own
-
-    monkeypatch.setattr(LaunchInstanceOperator, "_launch", launch_then_die)
-    event.training.get_task("attempt_1.launch_instance").retries = 0
-    submission_id = event.db.submissions["random_forest"]
-    earlier = instances_of(ec2, submission_id)
-    dag_run = event.training.test(run_conf={"submission_id": submission_id})
-
-    states = task_states(dag_run)
-    assert states["attempt_1.launch_instance"] == "failed" and states["terminate_leftover_instances"] == "success"
-    assert list(instances_of(ec2, submission_id, earlier).values()) == ["terminated"]
-    assert event.submission(submission_id)["state"] == "checking_error"

@@ -43,6 +43,10 @@ def build_loop_dag(config: EventConfig) -> DAG:
             config_path=config.path,
             poke_interval=interval,
             timeout=max(LOOP_RUN_WAIT_SECS, 10 * interval),
+            # A try that failed after its claims committed (killed, or the trigger's XCom lost) leaves
+            # claims with no run: a retry would go back to waiting, while the loop's next run, one
+            # interval away, starts their runs first.
+            retries=0,
         )
         reconcile >> claim
         if aws.budget is not None:

@@ -171,7 +171,9 @@ class RecordResultsOperator(_RampDatabaseOperator):
     def execute(self, context: Context) -> str:
         try:
             state = self._record(self.this_run(context))
-        except ClaimLost as err:
+        except StateTransitionError as err:
+            # The claim is gone, or the submission was ended elsewhere (an operator cancelled the run): a
+            # retry finds the same.
             raise AirflowFailException(str(err)) from None
         submission_id = int(self.submission_id)
         score = self.hook.official_score(submission_id) if state == SCORED else None

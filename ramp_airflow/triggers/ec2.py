@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSkippedEvent, TriggerEvent
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ramp_airflow.triggers.cancellation import cancel_training
 from ramp_airflow.triggers.task_end import task_success
 from ramp_airflow.utils import ec2_lifecycle
 
@@ -42,7 +43,8 @@ class InstanceReadyTrigger(BaseTrigger):
     Yields one event: ``{"status": "ready" | "gone" | "timeout", "instance_id", "message"}``,
     with the instance's SSH ``address`` and when it was seen ready (``ready_at``) when it is ready.
     With ``end_from_trigger`` it ends the task instead, with the address as its XCom (and ``ready_at``
-    as another), or failed, saying why.
+    as another), or failed, saying why. Cancelled by an operator, it ends the training
+    (:func:`~ramp_airflow.triggers.cancellation.cancel_training`).
 
     :param instance_id: the instance to watch (templated when the sensor starts here)
     :param aws: :meth:`~ramp_airflow.utils.aws_credentials.AwsCredentials.reference`
@@ -82,6 +84,9 @@ class InstanceReadyTrigger(BaseTrigger):
                 "skip_when_lost": self.skip_when_lost,
             },
         )
+
+    async def on_kill(self) -> None:
+        await cancel_training(self, self.instance_id, self.aws)
 
     async def run(self):
         hook = ec2_hook(self.aws)

@@ -9,6 +9,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TaskFailedEvent, TaskSkippedEvent, TriggerEvent
 
+from ramp_airflow.triggers.cancellation import cancel_training
 from ramp_airflow.triggers.ec2 import ec2_hook
 from ramp_airflow.triggers.task_end import task_success
 from ramp_airflow.utils import ec2_lifecycle
@@ -44,6 +45,8 @@ class TrainingFinishedTrigger(BaseTrigger):
     :mod:`ramp_airflow.utils.training_states`) or ``{"status": "error", "message": ...}`` for a
     wrong host key or refused credentials. With ``end_from_trigger`` it ends the task instead:
     the outcome as its XCom, skipped for a lost instance when ``skip_when_lost``, or failed.
+    Cancelled by an operator, it ends the training
+    (:func:`~ramp_airflow.triggers.cancellation.cancel_training`).
 
     :param submission_id: the submission (templated when the sensor starts here)
     :param address: the instance's IP address or host name (templated likewise)
@@ -119,6 +122,9 @@ class TrainingFinishedTrigger(BaseTrigger):
             outcome, error = await self._wait(hook, watch)
         async for event in self._end(outcome, error):
             yield event
+
+    async def on_kill(self) -> None:
+        await cancel_training(self, given(self.instance_id), self.aws)
 
     async def _wait(self, hook, watch: TrainingWatch) -> tuple[dict | None, str | None]:
         """``(outcome, None)`` once the training is over, or ``(None, error)`` when it cannot be watched."""

@@ -39,6 +39,8 @@ PLATFORM_ERROR_MSG = (
     "first time to this submission you might consider submitting the same code once "
     "again. Else, please contact the event organizers."
 )
+# What a submission whose training an operator stopped says (after PLATFORM_ERROR_MSG).
+CANCELLED_BY_OPERATOR = "Training was cancelled by an operator"
 
 
 class StateTransitionError(ValueError):
