@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 
 from testbench._proc import free_port
 
@@ -172,6 +173,23 @@ class MotoEC2:
             "password": self.env["AWS_SECRET_ACCESS_KEY"],
             "extra": {"endpoint_url": self.endpoint_url, "region_name": self.region},
         }
+
+    def launch_args(self, **overrides) -> dict:
+        """``RampEc2Hook.launch_instance``'s arguments for the bench AMI, a fresh run of an ``iris`` DAG by default."""
+        return (
+            dict(
+                image_id=self.ami_id,
+                instance_type="t2.micro",
+                key_name=self.key_name,
+                security_group=self.security_group,
+                event_name="iris",
+                submission_id=42,
+                dag_id="ramp_iris_train",
+                run_id=f"manual__{uuid.uuid4()}",
+                task_id="attempt_1.launch_instance",
+            )
+            | overrides
+        )
 
     def launch(self, **kwargs) -> dict:
         """Run one instance of the bench AMI and return its description."""

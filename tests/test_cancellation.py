@@ -26,19 +26,10 @@ def test_a_cancelled_wait_ends_the_training_of_its_run_only(tmp_path, fresh_ramp
     submission_id = db.submissions["random_forest"]
     RampDatabaseHook(database=config.database).claim_submission(submission_id, RunRef(DAG_ID, RUN_ID))
     ec2_hook = RampEc2Hook(**aws_credentials(config).hook_kwargs())
-    launch = dict(
-        image_id=ec2.ami_id,
-        instance_type="t2.micro",
-        key_name=ec2.key_name,
-        security_group=ec2.security_group,
-        event_name=db.event,
-        submission_id=submission_id,
-        dag_id=DAG_ID,
-        task_id="attempt_1.launch_instance",
-    )
-    launched = ec2_hook.launch_instance(**launch, run_id=RUN_ID)["instance_id"]
+    launch = ec2.launch_args(event_name=db.event, submission_id=submission_id, dag_id=DAG_ID)
+    launched = ec2_hook.launch_instance(**launch | {"run_id": RUN_ID})["instance_id"]
     # An instance of another run: an operator's own, given as the run's instance_id.
-    given = ec2_hook.launch_instance(**launch, run_id="someone_else")["instance_id"]
+    given = ec2_hook.launch_instance(**launch)["instance_id"]
 
     def cancel(instance_id: str) -> None:
         trigger = InstanceReadyTrigger(

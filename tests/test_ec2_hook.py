@@ -22,22 +22,6 @@ def minutes_ago(minutes: float) -> datetime.datetime:
     return NOW - datetime.timedelta(minutes=minutes)
 
 
-def launch_args(ec2, **overrides) -> dict:
-    args = dict(
-        image_id=ec2.ami_id,
-        instance_type="t2.micro",
-        key_name=ec2.key_name,
-        security_group=ec2.security_group,
-        event_name="iris",
-        submission_id=42,
-        dag_id="ramp_iris_train",
-        run_id=f"manual__{uuid.uuid4()}",
-        task_id="attempt_1.launch_instance",
-    )
-    args.update(overrides)
-    return args
-
-
 def live_instances(ec2, run_id: str) -> list[dict]:
     filters = [
         {"Name": f"tag:{ec2_tags.RUN_ID}", "Values": [run_id]},
@@ -179,7 +163,7 @@ def test_resolve_image_failures_say_which_field(ec2):
 
 def test_launch_tags_the_instance_and_a_retry_reuses_it(ec2):
     hook = RampEc2Hook()
-    args = launch_args(ec2)
+    args = ec2.launch_args()
     launched = hook.launch_instance(**args)
     instance_id = launched["instance_id"]
     assert launched == {"instance_id": instance_id, "instance_type": "t2.micro", "market": "on-demand"}
@@ -195,7 +179,7 @@ def test_launch_tags_the_instance_and_a_retry_reuses_it(ec2):
     assert "InstanceLifecycle" not in instance  # on demand
     assert hook.get_ssh_address(instance_id) == "127.0.0.1"
     # Another run, or another training attempt (task) of the same run, gets its own instance.
-    assert hook.launch_instance(**launch_args(ec2, run_id=args["run_id"] + "-2"))["instance_id"] != instance_id
+    assert hook.launch_instance(**ec2.launch_args(run_id=args["run_id"] + "-2"))["instance_id"] != instance_id
     assert hook.launch_instance(**{**args, "task_id": "attempt_2.launch_instance"})["instance_id"] != instance_id
     # Once terminated, the instance is not reused: a new launch gets a new one.
     hook.terminate_instance(instance_id)
@@ -204,14 +188,14 @@ def test_launch_tags_the_instance_and_a_retry_reuses_it(ec2):
 
 def test_spot_instance(ec2):
     hook = RampEc2Hook()
-    launched = hook.launch_instance(**launch_args(ec2), use_spot_instance=True)
+    launched = hook.launch_instance(**ec2.launch_args(), use_spot_instance=True)
     assert launched["market"] == "spot" and launched["instance_type"] == "t2.micro"
     assert hook.describe_instance(launched["instance_id"])["InstanceLifecycle"] == "spot"
 
 
 def test_spot_falls_back_to_on_demand_of_the_same_type(ec2):
     hook = RampEc2Hook(spot_retry_secs=0.05)
-    args = launch_args(ec2, instance_type=["t2.micro", "m5.large"])
+    args = ec2.launch_args(instance_type=["t2.micro", "m5.large"])
     with refused_launches({"t2.micro": "InsufficientInstanceCapacity"}, markets=("spot",)) as requests:
         launched = hook.launch_instance(**args, use_spot_instance=True, spot_wait_secs=0.3)
     assert launched["market"] == "on-demand" and launched["instance_type"] == "t2.micro"
@@ -223,7 +207,7 @@ def test_spot_falls_back_to_on_demand_of_the_same_type(ec2):
 
 def test_the_next_type_is_launched_when_the_first_has_no_capacity(ec2, capsys):
     hook = RampEc2Hook()
-    args = launch_args(ec2, instance_type=["t3.large", "m5.large"])
+    args = ec2.launch_args(instance_type=["t3.large", "m5.large"])
     with refused_launches({"t3.large": "InsufficientInstanceCapacity"}, message="no t3.large here") as requests:
         launched = hook.launch_instance(**args)
         assert hook.launch_instance(**args) == launched  # a retry gets it back, and asks EC2 for nothing new
@@ -239,7 +223,7 @@ def test_the_next_type_is_launched_when_the_first_has_no_capacity(ec2, capsys):
 def test_one_spot_wait_for_all_the_types(ec2):
     """The first type's spot wait uses it up: the next type gets one spot try, then on demand."""
     hook = RampEc2Hook(spot_retry_secs=0.05)
-    args = launch_args(ec2, instance_type=["t3.large", "m5.large", "c5.large"])
+    args = ec2.launch_args(instance_type=["t3.large", "m5.large", "c5.large"])
     refusals = {"t3.large": "InsufficientInstanceCapacity", "m5.large": "InsufficientInstanceCapacity"}
     with refused_launches(refusals) as requests:
         launched = hook.launch_instance(**args, use_spot_instance=True, spot_wait_secs=0.3)
@@ -257,7 +241,7 @@ def test_one_spot_wait_for_all_the_types(ec2):
 
 def test_a_type_the_zone_does_not_offer_for_spot_is_not_asked_on_demand(ec2):
     hook = RampEc2Hook(spot_retry_secs=0.05)
-    args = launch_args(ec2, instance_type=["t3.large", "m5.large"])
+    args = ec2.launch_args(instance_type=["t3.large", "m5.large"])
     with refused_launches({"t3.large": "Unsupported"}, markets=("spot",)) as requests:
         launched = hook.launch_instance(**args, use_spot_instance=True, spot_wait_secs=0.3)
     assert requests == [("t3.large", "spot"), ("m5.large", "spot")]
@@ -272,7 +256,7 @@ def test_a_type_the_zone_does_not_offer_for_spot_is_not_asked_on_demand(ec2):
     ],
 )
 def test_every_type_refused_is_one_error_naming_each(ec2, capsys, codes, exception):
-    args = launch_args(ec2, instance_type=["t3.large", "m5.large"])
+    args = ec2.launch_args(instance_type=["t3.large", "m5.large"])
     with refused_launches(dict(zip(args["instance_type"], codes)), message="EC2's own words") as requests:
         with pytest.raises(exception) as raised:
             RampEc2Hook().launch_instance(**args)
@@ -294,7 +278,7 @@ def test_every_type_refused_is_one_error_naming_each(ec2, capsys, codes, excepti
     ],
 )
 def test_an_error_that_is_not_about_capacity_fails_at_once(ec2, code, words):
-    args = launch_args(ec2, instance_type=["t3.large", "m5.large"])
+    args = ec2.launch_args(instance_type=["t3.large", "m5.large"])
     with refused_launches({"t3.large": code}) as requests:
         with pytest.raises(AirflowFailException, match=words):
             RampEc2Hook().launch_instance(**args, use_spot_instance=True, spot_wait_secs=0.3)
@@ -306,7 +290,7 @@ def test_a_bad_ami_fails_at_once(ec2, monkeypatch):
     import moto.settings
 
     monkeypatch.setattr(moto.settings, "ENABLE_AMI_VALIDATION", True)  # moto's own answer: InvalidAMIID.NotFound
-    args = launch_args(ec2, image_id="ami-00000000000000000", instance_type=["t3.large", "m5.large"])
+    args = ec2.launch_args(image_id="ami-00000000000000000", instance_type=["t3.large", "m5.large"])
     with refused_launches({}) as requests:
         with pytest.raises(AirflowFailException, match="AMI ami-00000000000000000 does not exist"):
             RampEc2Hook().launch_instance(**args)
@@ -323,7 +307,7 @@ def test_a_bad_ami_fails_at_once(ec2, monkeypatch):
 )
 def test_launch_errors_in_plain_words(ec2, capsys, code, exception, words):
     """With one instance type (a string, as every config had), a refusal reads as it always did."""
-    args = launch_args(ec2)
+    args = ec2.launch_args()
     with (
         refused_launches({"t2.micro": code}, message="EC2's own words"),
         pytest.raises(exception, match=words) as raised,
@@ -340,7 +324,7 @@ def test_launch_with_an_unknown_instance_type(ec2, monkeypatch):
 
     monkeypatch.setattr(moto.settings, "EC2_ENABLE_INSTANCE_TYPE_VALIDATION", True)
     # A misspelt type is a mistake to fix, not a fallback to take: the next type is not tried.
-    args = launch_args(ec2, instance_type=["t9.nonexistent", "t2.micro"])
+    args = ec2.launch_args(instance_type=["t9.nonexistent", "t2.micro"])
     with refused_launches({}) as requests:
         with pytest.raises(AirflowFailException, match=r"instance type t9.nonexistent: check aws.instance_type"):
             RampEc2Hook().launch_instance(**args)
@@ -352,7 +336,7 @@ def test_readiness_waits_for_status_checks(ec2):
     hook = RampEc2Hook()
     ec2.set_status_delay(3600)
     try:
-        instance_id = hook.launch_instance(**launch_args(ec2))["instance_id"]
+        instance_id = hook.launch_instance(**ec2.launch_args())["instance_id"]
         assert hook.get_readiness(instance_id)[0] == ec2_lifecycle.WAITING
         assert asyncio.run(hook.get_readiness_async(instance_id))[0] == ec2_lifecycle.WAITING
     finally:
@@ -367,7 +351,7 @@ def test_readiness_waits_for_status_checks(ec2):
 
 def test_terminate_twice_and_unknown(ec2):
     hook = RampEc2Hook()
-    instance_id = hook.launch_instance(**launch_args(ec2))["instance_id"]
+    instance_id = hook.launch_instance(**ec2.launch_args())["instance_id"]
     assert hook.terminate_instance(instance_id) == "running"
     assert hook.terminate_instance(instance_id) == "terminated"
     assert hook.terminate_instance("i-0123456789abcdef0") is None
@@ -377,8 +361,8 @@ def test_terminate_twice_and_unknown(ec2):
 def test_list_backend_instances_of_one_event(ec2):
     hook = RampEc2Hook()
     event = f"ev-{uuid.uuid4().hex[:8]}"
-    mine = hook.launch_instance(**launch_args(ec2, event_name=event))["instance_id"]
-    hook.launch_instance(**launch_args(ec2, event_name=event + "-other"))
+    mine = hook.launch_instance(**ec2.launch_args(event_name=event))["instance_id"]
+    hook.launch_instance(**ec2.launch_args(event_name=event + "-other"))
     ec2.launch()  # not the backend's
     listed = hook.list_backend_instances(event)
     assert [i["InstanceId"] for i in listed] == [mine]
@@ -389,10 +373,10 @@ def test_list_backend_instances_of_one_event(ec2):
 
 def test_list_the_instances_of_one_run(ec2):
     hook = RampEc2Hook()
-    args = launch_args(ec2)
+    args = ec2.launch_args()
     first = hook.launch_instance(**args)["instance_id"]
     second = hook.launch_instance(**{**args, "task_id": "attempt_2.launch_instance"})["instance_id"]
-    hook.launch_instance(**launch_args(ec2))  # another run's
+    hook.launch_instance(**ec2.launch_args())  # another run's
     assert sorted(i["InstanceId"] for i in hook.list_run_instances(args["dag_id"], args["run_id"])) == sorted(
         [first, second]
     )
@@ -403,7 +387,7 @@ def test_list_the_instances_of_one_run(ec2):
 def test_an_instance_terminates_itself_after_its_longest_use(ec2):
     """The failsafe that holds when Airflow is gone: a power-off at boot + lifetime, and a power-off terminates."""
     hook = RampEc2Hook()
-    instance_id = hook.launch_instance(**launch_args(ec2), max_lifetime_secs=2 * 3600 + 1)["instance_id"]
+    instance_id = hook.launch_instance(**ec2.launch_args(), max_lifetime_secs=2 * 3600 + 1)["instance_id"]
     client = ec2.client()
     behavior = client.describe_instance_attribute(InstanceId=instance_id, Attribute="instanceInitiatedShutdownBehavior")
     assert behavior["InstanceInitiatedShutdownBehavior"]["Value"] == "terminate"

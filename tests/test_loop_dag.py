@@ -217,15 +217,7 @@ def test_housekeeping_sets_right_a_cancelled_run_without_the_loop(
     assert dict(training_runs(training.dag_id))[run_id] == {"submission_id": submission_id}
     earlier = instances_of(ec2, submission_id)
     launched = RampEc2Hook().launch_instance(
-        image_id=ec2.ami_id,
-        instance_type="t2.micro",
-        key_name=ec2.key_name,
-        security_group=ec2.security_group,
-        event_name=db.event,
-        submission_id=submission_id,
-        dag_id=training.dag_id,
-        run_id=run_id,
-        task_id="attempt_1.launch_instance",
+        **ec2.launch_args(event_name=db.event, submission_id=submission_id, dag_id=training.dag_id, run_id=run_id)
     )["instance_id"]
     db.query("UPDATE submissions SET state = 'training' WHERE id = %s", (submission_id,))
     _finish_runs(training.dag_id, "failed", only=[run_id])  # an operator marks the run failed
