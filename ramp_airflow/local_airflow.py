@@ -5,8 +5,9 @@ An organiser who follows the seed installs Airflow and runs the loop command: no
 theirs, Airflow's SQLite file, and Airflow's defaults, which suit a large server (LocalExecutor
 forks 32 task processes at start). Here a setting left at Airflow's default gets a value fitted to
 this machine, while one the user set (in airflow.cfg or an ``AIRFLOW__*`` variable) is kept; the
-metadata database is prepared and the event's DAGs serialized in this process, because every
-Airflow command costs seconds of start-up; then the four components start side by side.
+metadata database is prepared and the event's DAGs serialized by these functions in one Python
+process (``local_airflow_setup``'s), because every Airflow command costs seconds of start-up; then
+the four components start side by side.
 """
 
 from __future__ import annotations

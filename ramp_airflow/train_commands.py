@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import logging
 import multiprocessing
 import os
 import signal
@@ -21,7 +20,10 @@ import time
 from pathlib import Path
 
 from ramp_airflow.config import ConfigError, EventConfig, load_config
+from ramp_airflow.local_airflow import Components
+from ramp_airflow.local_airflow_setup import LocalAirflowSetup, local_airflow_setup
 from ramp_airflow.utils.claim_sql import RunRef
+from ramp_airflow.utils.dag_ids import housekeeping_dag_id, loop_dag_id, training_dag_id
 from ramp_airflow.utils.submission_states import CANCELLED_BY_OPERATOR
 
 DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
@@ -149,51 +151,43 @@ def ramp_aws_train_loop(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = _load(parser, args.config)
     os.environ.update(_airflow_environment(config))
-    # Airflow reads its settings when first imported: here, with the environment set.
-    from airflow.configuration import conf
-
-    from ramp_airflow import local_airflow
-    from ramp_airflow.dag_factory import housekeeping_dag_id, loop_dag_id, training_dag_id
-
     dag_ids = [dag_id(config.event_name) for dag_id in (training_dag_id, loop_dag_id, housekeeping_dag_id)]
-    # Airflow's own lines about the migration and the parse would bury the few this command prints.
-    logging.getLogger().setLevel(logging.WARNING)
-    local_airflow.prepare_metadata_database()
-    local_airflow.serialize_dags()
     signal.signal(signal.SIGTERM, _interrupt)
-    if local_airflow.scheduler_running():
-        local_airflow.set_paused(dag_ids, False)
-        print(f"Training new submissions of {config.event_name} with the running Airflow; Ctrl-C to stop.")
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.pause()
-        return 0
+    try:
+        # This process waits for as long as the event runs: what needs Airflow imported is done in a
+        # child that exits within the start-up, so that Airflow's memory is not held all along.
+        with local_airflow_setup(dict(os.environ), dag_ids) as setup:
+            if setup.report.scheduler_running:
+                print(f"Training new submissions of {config.event_name} with the running Airflow; Ctrl-C to stop.")
+                signal.pause()
+            else:
+                _run_airflow(config, setup)
+    except KeyboardInterrupt:
+        pass
+    return 0
 
-    fitted = local_airflow.settings_environment(os.environ)
-    os.environ.update(fitted)
-    log_folder = Path(conf.get("logging", "base_log_folder")) / "ramp_aws_train_loop"
+
+def _run_airflow(config: EventConfig, setup: LocalAirflowSetup) -> None:
+    """Start Airflow's components, unpause the DAGs once the API server answers, and watch them until interrupted."""
+    report = setup.report
+    os.environ.update(report.settings)
+    log_folder = Path(report.log_folder)
     print(
-        f"No Airflow scheduler is running: starting Airflow's API server (on {conf.get('api', 'host')}), scheduler, "
+        f"No Airflow scheduler is running: starting Airflow's API server (on {report.api_host}), scheduler, "
         f"triggerer and DAG processor; their logs are in {log_folder}."
-        + "".join(f"\n  {name}={value}" for name, value in sorted(fitted.items()))
+        + "".join(f"\n  {name}={value}" for name, value in sorted(report.settings.items()))
     )
-    # Runs queued before a stop would start with the scheduler, before the API server answers, and a
-    # task that starts before then fails: the DAGs stay paused until it answers.
-    local_airflow.set_paused(dag_ids, True)
-    components = local_airflow.Components(dict(os.environ), log_folder)
+    components = Components(dict(os.environ), log_folder)
     try:
         # Starting takes each component seconds of CPU: the two that the first task needs come first,
         # and the DAGs are already serialized, so the DAG processor's first parse is not waited for.
         components.start("api-server", "scheduler")
-        components.wait_until_serving(conf.get("core", "execution_api_server_url"))
-        local_airflow.set_paused(dag_ids, False)
+        components.wait_until_serving(report.execution_api_server_url)
+        setup.unpause()
         components.start("triggerer", "dag-processor")
-        print(
-            f"Training new submissions of {config.event_name}; Airflow's UI: {conf.get('api', 'base_url')}; Ctrl-C to stop."
-        )
+        print(f"Training new submissions of {config.event_name}; Airflow's UI: {report.base_url}; Ctrl-C to stop.")
         while True:
             components.check()
             time.sleep(1)
-    except KeyboardInterrupt:
-        return 0
     finally:
         components.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -94,17 +95,9 @@ def test_train_loop_on_a_fresh_airflow_home(config, fresh_ramp_db, tmp_path):
     is new, and stops everything on Ctrl-C.
     """
     home = tmp_path / "airflow"
-    env = {name: value for name, value in os.environ.items() if not name.startswith("AIRFLOW")}
     # The one setting made here: the user's own choice must win over ramp-airflow's.
-    env.update(AIRFLOW_HOME=str(home), AIRFLOW__API__PORT=str(free_port()), AIRFLOW__CORE__PARALLELISM="3")
-    loop = subprocess.Popen(
-        [str(Path(sys.executable).with_name("ramp_aws_train_loop")), str(config)],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=open(tmp_path / "loop.log", "w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    env = newcomer_env(home, AIRFLOW__API__PORT=str(free_port()), AIRFLOW__CORE__PARALLELISM="3")
+    loop = start_loop(config, env, tmp_path / "loop.log")
     new = sorted(fresh_ramp_db.submissions.values())
     try:
 
@@ -117,6 +110,7 @@ def test_train_loop_on_a_fresh_airflow_home(config, fresh_ramp_db, tmp_path):
         assert settings_of_started(config, "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME") == {"0.2"}
         assert settings_of_started(config, "AIRFLOW__CORE__PARALLELISM") == {"3"}
         assert settings_of_started(config, "AIRFLOW__API__HOST") == {"127.0.0.1"}
+        assert_airflow_not_imported(loop.pid)
         loop.send_signal(signal.SIGINT)
         assert loop.wait(timeout=120) == 0
     finally:
@@ -150,13 +144,70 @@ def test_train_loop_on_a_fresh_airflow_home(config, fresh_ramp_db, tmp_path):
     }
 
 
+def test_train_loop_with_a_scheduler_running_only_unpauses(tmp_path):
+    """With a live scheduler on the metadata database, the loop unpauses the event's DAGs, starts nothing, and waits."""
+    home = tmp_path / "airflow"
+    # The scheduler's heartbeat is written once, before the loop starts: it stays recent enough.
+    env = newcomer_env(home, AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD="600")
+    program = """
+from ramp_airflow.local_airflow import prepare_metadata_database
+prepare_metadata_database()
+from airflow.jobs.job import Job, JobState
+from airflow.utils.session import create_session
+with create_session() as session:
+    session.add(Job(job_type="SchedulerJob", state=JobState.RUNNING))
+"""
+    done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = example_config(tmp_path)
+    loop = start_loop(config, env, tmp_path / "loop.log")
+    try:
+        wait_until(
+            lambda: "with the running Airflow; Ctrl-C to stop." in (tmp_path / "loop.log").read_text(),
+            timeout=120,
+            what="the loop to find the running scheduler",
+        )
+        wait_until(lambda: not psutil.Process(loop.pid).children(), timeout=30, what="the setup process to exit")
+        assert_airflow_not_imported(loop.pid)
+        with contextlib.closing(sqlite3.connect(home / "airflow.db")) as metadata:
+            assert dict(metadata.execute("SELECT dag_id, is_paused FROM dag")) == {
+                "ramp_train_iris": 0,
+                "ramp_train_loop_iris": 0,
+                "ramp_housekeeping_iris": 0,
+            }
+        loop.send_signal(signal.SIGINT)
+        assert loop.wait(timeout=30) == 0
+    finally:
+        loop.kill()  # a no-op once it has exited
+        loop.wait()
+    assert not (home / "logs" / "ramp_aws_train_loop").exists()
+
+
+def test_train_loop_fails_with_the_error_of_its_setup(tmp_path):
+    """A setup that fails (here Airflow's SQLite file is no database) ends the command with that error, not a hang."""
+    home = tmp_path / "airflow"
+    home.mkdir()
+    (home / "airflow.db").write_text("not a database\n")
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("ramp_aws_train_loop")), str(example_config(tmp_path))],
+        env=newcomer_env(home),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "file is not a database" in done.stderr
+    assert done.stderr.rstrip().endswith("Setting up Airflow failed (exit status 1); its error is above.")
+    assert "No Airflow scheduler is running" not in done.stdout
+
+
 def test_fitted_settings_keep_what_the_user_set(tmp_path):
     """A setting left at Airflow's default is fitted to the machine; one set in airflow.cfg or the environment is kept."""
     home = tmp_path / "airflow"
     home.mkdir()
     (home / "airflow.cfg").write_text("[scheduler]\nscheduler_idle_sleep_time = 2\n")
-    env = {name: value for name, value in os.environ.items() if not name.startswith("AIRFLOW")}
-    env.update(AIRFLOW_HOME=str(home), AIRFLOW__API__HOST="0.0.0.0", AIRFLOW__API__PORT="9091")
+    env = newcomer_env(home, AIRFLOW__API__HOST="0.0.0.0", AIRFLOW__API__PORT="9091")
     program = "import json, os; from ramp_airflow.local_airflow import settings_environment as s; "
     program += "print(json.dumps(s(dict(os.environ), cpus=2)))"
     done = subprocess.run([sys.executable, "-c", program], env=env, capture_output=True, text=True, timeout=120)
@@ -167,6 +218,42 @@ def test_fitted_settings_keep_what_the_user_set(tmp_path):
         "AIRFLOW__API__BASE_URL": "http://127.0.0.1:9091",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://127.0.0.1:9091/execution/",
     }
+
+
+def newcomer_env(home: Path, **settings: str) -> dict[str, str]:
+    """This environment as a newcomer's: no Airflow setting but these, and Airflow's home at ``home``."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AIRFLOW")}
+    env.update(AIRFLOW_HOME=str(home), **settings)
+    return env
+
+
+def example_config(tmp_path: Path) -> Path:
+    """The README's example config (event ``iris``), for runs that train nothing."""
+    config = tmp_path / "config.yml"
+    shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "config.yml", config)
+    return config
+
+
+def start_loop(config: Path, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """``ramp_aws_train_loop config.yml`` in a session of its own, its output in ``log``."""
+    return subprocess.Popen(
+        [str(Path(sys.executable).with_name("ramp_aws_train_loop")), str(config)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def assert_airflow_not_imported(pid: int) -> None:
+    """
+    The loop command waits for as long as the event runs: Airflow imported would hold over 100 MiB
+    there all along (118 MiB for ``airflow.configuration`` alone), while the command without it is
+    about 30 MiB.
+    """
+    rss = psutil.Process(pid).memory_info().rss
+    assert rss < 80 * 2**20, f"the loop command holds {rss / 2**20:.0f} MiB: has it imported Airflow?"
 
 
 def settings_of_started(config: Path, name: str) -> set[str | None]:
