@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from ramp_airflow.config import ConfigError, EventConfig, load_config
-from ramp_airflow.local_airflow import Components
+from ramp_airflow.local_airflow import Components, prepare_metadata_database
 from ramp_airflow.local_airflow_setup import LocalAirflowSetup, local_airflow_setup
 from ramp_airflow.utils.claim_sql import RunRef
 from ramp_airflow.utils.dag_ids import housekeeping_dag_id, loop_dag_id, training_dag_id
@@ -63,8 +63,6 @@ def ramp_aws_train(argv: list[str] | None = None) -> int:
         parser.error(f"--event={args.event} does not match ramp.event_name ({config.event_name}) in {args.config}")
 
     os.environ.update(_airflow_environment(config))
-    from ramp_airflow.local_airflow import prepare_metadata_database
-
     prepare_metadata_database()
     started = datetime.datetime.now(datetime.timezone.utc)
     # The training runs in a child process with a session of its own, and Ctrl-C is handled here:
