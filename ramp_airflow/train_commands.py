@@ -156,7 +156,11 @@ def ramp_aws_train_loop(argv: list[str] | None = None) -> int:
         # child that exits within the start-up, so that Airflow's memory is not held all along.
         with local_airflow_setup(dict(os.environ), dag_ids) as setup:
             if setup.report.scheduler_running:
-                print(f"Training new submissions of {config.event_name} with the running Airflow; Ctrl-C to stop.")
+                # Flushed: the command runs for days, its output often a log file or a journal.
+                print(
+                    f"Training new submissions of {config.event_name} with the running Airflow; Ctrl-C to stop.",
+                    flush=True,
+                )
                 signal.pause()
             else:
                 _run_airflow(config, setup)
@@ -173,7 +177,8 @@ def _run_airflow(config: EventConfig, setup: LocalAirflowSetup) -> None:
     print(
         f"No Airflow scheduler is running: starting Airflow's API server (on {report.api_host}), scheduler, "
         f"triggerer and DAG processor; their logs are in {log_folder}."
-        + "".join(f"\n  {name}={value}" for name, value in sorted(report.settings.items()))
+        + "".join(f"\n  {name}={value}" for name, value in sorted(report.settings.items())),
+        flush=True,
     )
     components = Components(dict(os.environ), log_folder)
     try:
@@ -183,7 +188,10 @@ def _run_airflow(config: EventConfig, setup: LocalAirflowSetup) -> None:
         components.wait_until_serving(report.execution_api_server_url)
         setup.unpause()
         components.start("triggerer", "dag-processor")
-        print(f"Training new submissions of {config.event_name}; Airflow's UI: {report.base_url}; Ctrl-C to stop.")
+        print(
+            f"Training new submissions of {config.event_name}; Airflow's UI: {report.base_url}; Ctrl-C to stop.",
+            flush=True,
+        )
         while True:
             components.check()
             time.sleep(1)

@@ -114,17 +114,7 @@ def test_train_loop_on_a_fresh_airflow_home(config, fresh_ramp_db, tmp_path):
         loop.send_signal(signal.SIGINT)
         assert loop.wait(timeout=120) == 0
     finally:
-        if loop.poll() is None:
-            started = psutil.Process(loop.pid).children(recursive=True)
-            loop.terminate()  # it stops Airflow as on Ctrl-C; anything left is killed below
-            try:
-                loop.wait(timeout=60)
-            finally:
-                loop.kill()  # a no-op once the loop has been waited for
-                for proc in started:
-                    with contextlib.suppress(psutil.NoSuchProcess):
-                        proc.kill()
-                loop.wait()
+        stop_loop(loop)
     states = dict(fresh_ramp_db.query("SELECT name, state FROM submissions WHERE id = ANY(%s)", (new,)))
     assert states["error_in_fit"] == "training_error"
     assert {s for name, s in states.items() if name != "error_in_fit"} == {"scored"}
@@ -142,6 +132,23 @@ def test_train_loop_on_a_fresh_airflow_home(config, fresh_ramp_db, tmp_path):
         "triggerer.log",
         "dag-processor.log",
     }
+
+
+def test_train_loop_stops_airflow_when_a_component_dies(tmp_path):
+    """A component that dies (here the triggerer, killed) ends the command, naming it, and the others are stopped."""
+    home, log = tmp_path / "airflow", tmp_path / "loop.log"
+    loop = start_loop(example_config(tmp_path), newcomer_env(home, AIRFLOW__API__PORT=str(free_port())), log)
+    try:
+        wait_until(lambda: "Ctrl-C to stop." in log.read_text(), timeout=240, what="the loop to start Airflow")
+        started = psutil.Process(loop.pid).children(recursive=True)
+        (triggerer,) = [proc for proc in started if proc.cmdline()[-1:] == ["triggerer"]]
+        triggerer.kill()
+        assert loop.wait(timeout=120) == 1
+    finally:
+        stop_loop(loop)
+    said = log.read_text()
+    assert f"airflow triggerer exited (-9); see {home / 'logs' / 'ramp_aws_train_loop' / 'triggerer'}.log" in said
+    assert not [proc.pid for proc in started if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE]
 
 
 def test_train_loop_with_a_scheduler_running_only_unpauses(tmp_path):
@@ -178,8 +185,7 @@ with create_session() as session:
         loop.send_signal(signal.SIGINT)
         assert loop.wait(timeout=30) == 0
     finally:
-        loop.kill()  # a no-op once it has exited
-        loop.wait()
+        stop_loop(loop)
     assert not (home / "logs" / "ramp_aws_train_loop").exists()
 
 
@@ -222,7 +228,8 @@ def test_fitted_settings_keep_what_the_user_set(tmp_path):
 
 def newcomer_env(home: Path, **settings: str) -> dict[str, str]:
     """This environment as a newcomer's: no Airflow setting but these, and Airflow's home at ``home``."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("AIRFLOW")}
+    # Nor an unbuffered Python: what the command prints must reach a log file by itself.
+    env = {name: value for name, value in os.environ.items() if not name.startswith(("AIRFLOW", "PYTHONUNBUFFERED"))}
     env.update(AIRFLOW_HOME=str(home), **settings)
     return env
 
@@ -244,6 +251,22 @@ def start_loop(config: Path, env: dict[str, str], log: Path) -> subprocess.Popen
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def stop_loop(loop: subprocess.Popen) -> None:
+    """Stop a loop command still running as Ctrl-C would, then kill whatever it started that is left."""
+    if loop.poll() is not None:
+        return
+    started = psutil.Process(loop.pid).children(recursive=True)
+    loop.terminate()  # it stops Airflow as on Ctrl-C; anything left is killed below
+    try:
+        loop.wait(timeout=60)
+    finally:
+        loop.kill()  # a no-op once the loop has been waited for
+        for proc in started:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        loop.wait()
 
 
 def assert_airflow_not_imported(pid: int) -> None:
