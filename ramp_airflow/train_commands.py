@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import logging
 import multiprocessing
 import os
 import signal
@@ -27,6 +28,7 @@ from ramp_airflow.utils.dag_ids import housekeeping_dag_id, loop_dag_id, trainin
 from ramp_airflow.utils.submission_states import CANCELLED_BY_OPERATOR
 
 DAGS_FOLDER = Path(__file__).resolve().parent / "dags"
+_log = logging.getLogger(__name__)
 
 
 def _load(parser: argparse.ArgumentParser, path: str) -> EventConfig:
@@ -117,9 +119,14 @@ def _cancel_runs_since(config: EventConfig, dag_id: str, started: datetime.datet
     from ramp_airflow.dag_factory.arguments import aws_credentials
     from ramp_airflow.hooks.ec2 import RampEc2Hook
     from ramp_airflow.hooks.ramp_database import RampDatabaseHook, StateTransitionError
+    from ramp_airflow.operators.terminations import terminate_recorded
+    from ramp_airflow.utils import ec2_tags
+    from ramp_airflow.utils.layout import cost_ledger_file
 
     ec2 = RampEc2Hook(**aws_credentials(config).hook_kwargs())
     database = RampDatabaseHook(postgres_conn_id=config.database.postgres_conn_id, database=config.database)
+    # Each termination has its ledger row, as the run's own would: the event's budget counts it.
+    ledger = cost_ledger_file(config.aws.local_log_folder, config.event_name)
     with create_session() as session:
         runs = session.query(DagRun).filter(
             DagRun.dag_id == dag_id, DagRun.state == "running", DagRun.run_after >= started
@@ -127,7 +134,8 @@ def _cancel_runs_since(config: EventConfig, dag_id: str, started: datetime.datet
         cancelled = []
         for run in runs:
             for instance in ec2.list_run_instances(dag_id, run.run_id):
-                ec2.terminate_instance(instance["InstanceId"])
+                submission = database.get_submission(int(ec2_tags.tags_of(instance)[ec2_tags.SUBMISSION_ID]))
+                terminate_recorded(ec2, instance, ledger, "ramp_aws_train", _log, submission=submission)
             owner = RunRef(dag_id, run.run_id)
             for submission_id, _, claimed_by in database.in_flight_claims(config.event_name):
                 if claimed_by == owner:

@@ -15,6 +15,9 @@ from pathlib import Path
 import psutil
 import pytest
 
+from ramp_airflow.config import load_config
+from ramp_airflow.utils import cost_ledger
+from ramp_airflow.utils.layout import cost_ledger_file
 from testbench._proc import free_port, wait_until
 from testbench.event_config import write_event_config
 
@@ -77,8 +80,17 @@ def test_ctrl_c_cancels_the_training_and_terminates_its_instance(tmp_path, fresh
         "SELECT state, error_msg FROM submissions WHERE id = %s", (submission_id,)
     )
     assert final == "checking_error" and "cancelled by an operator" in error_msg
-    assert list(instances_of(ec2, submission_id, earlier).values()) == ["terminated"]
+    ((terminated, state),) = instances_of(ec2, submission_id, earlier).items()
+    assert state == "terminated"
     assert "cancelled, its instance terminated" in (tmp_path / "train.log").read_text()
+    # Billed, so in the event's cost ledger, as a run's own termination would be.
+    aws = load_config(config).aws
+    (row,) = cost_ledger.read_rows(cost_ledger_file(aws.local_log_folder, fresh_ramp_db.event))
+    assert (row["instance_id"], row["terminated_by"], row["submission_name"]) == (
+        terminated,
+        "ramp_aws_train",
+        "random_forest",
+    )
 
 
 def test_wrong_event_is_refused_before_anything_runs(config, fresh_ramp_db):
