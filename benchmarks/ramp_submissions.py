@@ -174,3 +174,12 @@ def final_times(conn, ids: list[int]) -> dict[int, tuple[str, float]]:
         rows = {sid: (state, at.timestamp()) for sid, state, at in cur.fetchall()}
     conn.commit()
     return rows
+
+
+def first_time(conn, ids: list[int], state: str) -> float | None:
+    """Epoch seconds at which the first of ``ids`` entered ``state``, or None if none has."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT min(at) FROM bench_state_log WHERE submission_id = ANY(%s) AND state = %s", (ids, state))
+        (at,) = cur.fetchone()
+    conn.commit()
+    return at.timestamp() if at is not None else None

@@ -11,10 +11,12 @@ in one transaction:
   exits once they are all done.
 - ramp_aws_train_loop: ``<venv>/bin/ramp_aws_train_loop config.yml`` as the README tells a user, on a
   fresh empty AIRFLOW_HOME with no AIRFLOW* variable in its environment; started once, after the first
-  case's submissions are new, and kept running across the cases (start-up is the first case's).
+  case's submissions are new, and kept running across the cases (start-up is the first case's): from
+  the second case on, submissions arrive at a running, idle loop, as they do during a challenge.
 
 Both: check_status_interval_secs 1, check_finished_training_interval_secs 1, train_loop_interval_secs 5,
-memory_profiling on. Cases (``--cases``): ``3`` at once with instant boots, ``10`` at once with EC2
+memory_profiling on. Cases (``--cases``, run in this order): ``start``, one submission new as the side
+starts (its start-up, to the claim and to ``training``); ``3`` at once with instant boots, ``10`` at once with EC2
 status checks held ``initializing`` for 20 s, ``50`` at once with instant boots.
 
 Figures per side and case: start-up (process started -> first ``sent_to_training_timestamp``),
@@ -29,7 +31,8 @@ bench sshd must listen on 127.0.0.1:22):
 
     unshare -n bash -c 'ip link set lo up && .venv/bin/python benchmarks/versus_dispatcher.py'
 
-Options: ``--cases 3 10 50``, ``--sides dispatcher airflow``, ``--venv PATH`` (default: this checkout's
+Options: ``--cases start 3 10 50``, ``--sides dispatcher airflow``, ``--idle 30`` (seconds of the idle loop's
+CPU measured after the first case), ``--metadata sqlite|postgres`` (Airflow's metadata database), ``--venv PATH`` (default: this checkout's
 ``.venv``), ``--json FILE``, ``--keep``, ``--timeout``.
 """
 
@@ -50,6 +53,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +63,7 @@ from benchmarks.orchestration import utc_epoch  # noqa: E402
 from benchmarks.ramp_submissions import (  # noqa: E402
     add_new_submissions,
     final_times,
+    first_time,
     log_state_changes,
     remove_folders,
     retire_seeded,
@@ -74,7 +79,9 @@ from testbench.postgres import running_postgres  # noqa: E402
 from testbench.ramp_database import seed_ramp_database  # noqa: E402
 
 # name -> (submissions arriving at once, seconds EC2 status checks stay initializing)
-CASES = {"3": (3, 0.0), "10": (10, 20.0), "50": (50, 0.0)}
+# "start" is one submission, new as the side starts: it measures the start-up; run first (the default),
+# it leaves ramp_aws_train_loop running and idle when the other cases' submissions arrive.
+CASES = {"start": (1, 0.0), "3": (3, 0.0), "10": (10, 20.0), "50": (50, 0.0)}
 INTERVALS = {"check_status_interval_secs": 1, "check_finished_training_interval_secs": 1, "train_loop_interval_secs": 5}
 SIDES = ("dispatcher", "airflow")
 # The dispatcher's worker config takes these from ramp_aws_train_loop's config: same names, same values.
@@ -153,6 +160,7 @@ class Case:
         self.n, self.boot_delay = CASES[name]
         bench.ec2.set_status_delay(self.boot_delay)
         self.ids, self.t_new = add_new_submissions(bench.ramp, bench.template, self.n, prefix=f"vs{side[0]}{name}_")
+        self.machine = psutil.cpu_times()
 
     def wait_final(self, timeout: float, alive=lambda: True) -> dict:
         """Wait (bounded) until every submission is final; stop early if ``alive()`` turns false."""
@@ -188,6 +196,7 @@ class Case:
     def figures(self, final: dict, started: float | None, cpu: float, peak: tuple[int, int]) -> dict:
         """The case's figures, from the RAMP database, moto and the instance's files."""
         bench = self.bench
+        machine = [now - before for now, before in zip(psutil.cpu_times(), self.machine)]
         bench.ec2.set_status_delay(0)  # boots of later launches (none of this case's) are instant again
         with bench.ramp.cursor() as cur:
             cur.execute("SELECT id, sent_to_training_timestamp FROM submissions WHERE id = ANY(%s)", (self.ids,))
@@ -211,11 +220,18 @@ class Case:
             "boot_delay": self.boot_delay,
             "states": states,
             "startup": min(claims) - started if started is not None and claims else None,
+            "startup_training": (
+                training - started
+                if started is not None and (training := first_time(bench.ramp, self.ids, "training"))
+                else None
+            ),
             "detect": statistics.median(c - self.t_new for c in claims) if claims else None,
             "makespan": max(ends) - self.t_new if ends else None,
             "latency": statistics.median(e - self.t_new for e in ends) if ends else None,
             "cpu_per_sub": cpu / self.n,
             "idle_per_sub": (billed - sum(trained.values())) / self.n,
+            # Every process of the machine: the side, moto, sshd, the trainings, this script.
+            "machine_busy_pct": 100 * (1 - (machine[3] + machine[4]) / sum(machine)),  # fields 3, 4: idle, iowait
             "rss_peak_mib": peak[0] / 2**20,
             "pss_peak_mib": peak[1] / 2**20,
             "instances": len(instances),
@@ -359,7 +375,7 @@ def run_dispatcher(bench: Bench, cases: list[str]) -> dict:
             log.close()
         if usage is None:
             print(f"  dispatcher did not exit by itself (returncode {proc.returncode}): stopped", flush=True)
-        results[name] = case.figures(final, started, cpu, peak)
+        results[name] = {**case.figures(final, started, cpu, peak), "sampler_cpu": rss.own_cpu}
         print_progress("dispatcher", name, results[name])
     return results
 
@@ -377,18 +393,23 @@ def run_airflow(bench: Bench, cases: list[str], venv: Path) -> dict:
     home.mkdir()
     argv = [str(venv / "bin" / "ramp_aws_train_loop"), str(bench.config)]
     env = airflow_environment(home, bench.ec2)
+    if bench.args.metadata == "postgres":
+        # An organiser's choice the README names: Airflow's metadata in a PostgreSQL database.
+        env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = bench.cluster.url(
+            bench.cluster.create_database("airflow_metadata"), "postgresql+psycopg2"
+        )
     results = {}
     proc = trees = None
     log = open(folder / "ramp_aws_train_loop.log", "w")
     try:
         for name in cases:
             case = Case(name, bench, "airflow")
-            started, cpu0 = None, 0.0
+            started, cpu0, by_component0 = None, 0.0, {}
             if proc is None:
                 started = time.time()
                 proc, trees = start_side(argv, folder, env, log)
             else:
-                cpu0 = trees.cpu_seconds()
+                cpu0, by_component0 = trees.cpu_seconds(), trees.cpu_by_component()
             rss = PeakRss(trees)
             rss.start()
             try:
@@ -397,12 +418,24 @@ def run_airflow(bench: Bench, cases: list[str], venv: Path) -> dict:
                 )
                 case.wait_terminated()  # its idle time and CPU end with the termination, as the dispatcher's do
                 cpu = trees.cpu_seconds() - cpu0
+                by_component = {
+                    name: round(seconds - by_component0.get(name, 0.0), 1)
+                    for name, seconds in sorted(trees.cpu_by_component().items(), key=lambda item: -item[1])
+                }
             finally:
                 peak = rss.stop()
             if proc.poll() is not None:
                 raise RuntimeError(f"ramp_aws_train_loop exited ({proc.returncode}): see {log.name}")
-            results[name] = case.figures(final, started, cpu, peak)
+            results[name] = {
+                **case.figures(final, started, cpu, peak),
+                "sampler_cpu": rss.own_cpu,
+                "cpu_by_component": by_component,
+            }
             print_progress("airflow", name, results[name])
+            print(f"  [airflow] case {name}: CPU s by process kind (alive at the end): {by_component}", flush=True)
+            if started is not None and bench.args.idle:
+                results["idle"] = idle_cpu(trees, bench.args.idle)
+                print(f"  [airflow] idle: CPU s per minute by process kind: {results['idle']}", flush=True)
     finally:
         if proc is not None:
             # Ctrl-C, as a user stops it; then whatever is left, by process group.
@@ -411,13 +444,23 @@ def run_airflow(bench: Bench, cases: list[str], venv: Path) -> dict:
     return results
 
 
+def idle_cpu(trees: ProcessTrees, seconds: float) -> dict[str, float]:
+    """CPU seconds per minute of each kind of process while the loop waits with nothing to train."""
+    before = trees.cpu_by_component()
+    time.sleep(seconds)
+    after = trees.cpu_by_component()
+    return {name: round((after[name] - before.get(name, 0.0)) * 60 / seconds, 1) for name in after}
+
+
 FIGURES = [
-    ("startup", "start-up s", "{:.1f}"),
+    ("startup", "start-up to claim s", "{:.1f}"),
+    ("startup_training", "start-up to training s", "{:.1f}"),
     ("detect", "detection s (median)", "{:.1f}"),
     ("makespan", "makespan s", "{:.1f}"),
     ("latency", "latency new->final s (median)", "{:.1f}"),
     ("cpu_per_sub", "CPU s per submission", "{:.1f}"),
     ("idle_per_sub", "billed idle s per submission", "{:.1f}"),
+    ("machine_busy_pct", "machine CPU busy % (case)", "{:.0f}"),
     ("rss_peak_mib", "peak RSS MiB (shared pages once per process)", "{:.0f}"),
     ("pss_peak_mib", "peak PSS MiB (shared pages split)", "{:.0f}"),
 ]
@@ -426,7 +469,8 @@ FIGURES = [
 def print_progress(side: str, name: str, fig: dict) -> None:
     print(
         f"  [{side}] case {name}: makespan {fig['makespan'] or float('nan'):.1f} s, states {fig['states']}, "
-        f"{fig['instances']} instances ({fig['unterminated']} not terminated)",
+        f"{fig['instances']} instances ({fig['unterminated']} not terminated); "
+        f"the memory sampling cost this script {fig['sampler_cpu']:.1f} CPU s",
         flush=True,
     )
 
@@ -456,6 +500,15 @@ def main() -> None:
     parser.add_argument("--venv", type=Path, default=ROOT / ".venv", help="the virtualenv of ramp_aws_train_loop")
     parser.add_argument("--json", type=Path, help="write the raw figures here")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (configs, logs, Airflow home)")
+    parser.add_argument(
+        "--metadata",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="Airflow's metadata database for ramp_aws_train_loop: its default, or a database on the bench PostgreSQL",
+    )
+    parser.add_argument(
+        "--idle", type=float, default=30, help="after the first case, measure the idle loop's CPU this long (0: not)"
+    )
     parser.add_argument("--timeout", type=float, default=300, help="bound per case (plus 20 s per submission)")
     args = parser.parse_args()
     require_fresh_namespace()

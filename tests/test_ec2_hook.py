@@ -349,6 +349,33 @@ def test_readiness_waits_for_status_checks(ec2):
     assert hook.get_readiness("i-0123456789abcdef0")[0] == ec2_lifecycle.GONE
 
 
+def test_held_async_client_serves_every_call_of_its_block(ec2, monkeypatch):
+    hook = RampEc2Hook()
+    instance_id = hook.launch_instance(**ec2.launch_args())["instance_id"]
+    made = []
+    make_client = RampEc2Hook.get_async_conn
+
+    async def counted(self):
+        made.append(self)
+        return await make_client(self)
+
+    monkeypatch.setattr(RampEc2Hook, "get_async_conn", counted)
+
+    async def polls() -> list:
+        async with hook.held_async_client():
+            seen = [await hook.get_readiness_async(instance_id) for _ in range(3)]
+            seen.append(await hook.get_ssh_address_async(instance_id))
+        seen.append(await hook.get_readiness_async(instance_id))  # outside: a client of its own
+        return seen
+
+    seen = asyncio.run(polls())
+    assert [verdict for verdict, _ in seen[:3]] == [ec2_lifecycle.READY] * 3
+    assert seen[3] == hook.get_ssh_address(instance_id)
+    assert seen[4][0] == ec2_lifecycle.READY
+    assert len(made) == 2
+    hook.terminate_instance(instance_id)
+
+
 def test_terminate_twice_and_unknown(ec2):
     hook = RampEc2Hook()
     instance_id = hook.launch_instance(**ec2.launch_args())["instance_id"]

@@ -90,26 +90,13 @@ class InstanceReadyTrigger(BaseTrigger):
 
     async def run(self):
         hook = ec2_hook(self.aws)
-        deadline = time.monotonic() + self.timeout_secs
-        while True:
-            try:
-                verdict, description = await hook.get_readiness_async(self.instance_id)
-            except (ClientError, BotoCoreError, OSError) as err:
-                # A throttled or dropped EC2 call: the next poll asks again, until the deadline.
-                verdict, description = ec2_lifecycle.WAITING, f"EC2 did not answer ({type(err).__name__}: {err})"
-            self.log.info("Instance %s: %s", self.instance_id, description)
-            if verdict != ec2_lifecycle.WAITING:
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                verdict = ec2_lifecycle.TIMEOUT
-                break
-            await asyncio.sleep(min(self.poll_interval, remaining))
-        address = ready = None
-        if verdict == ec2_lifecycle.READY:
-            ready = {ec2_lifecycle.READY_AT: ec2_lifecycle.now_stamp()}  # for the cost ledger
-            # Looked up here, so that the tasks after it need no EC2 client to reach the instance.
-            address = await hook.get_ssh_address_async(self.instance_id)
+        async with hook.held_async_client():
+            verdict, description = await self._wait(hook)
+            address = ready = None
+            if verdict == ec2_lifecycle.READY:
+                ready = {ec2_lifecycle.READY_AT: ec2_lifecycle.now_stamp()}  # for the cost ledger
+                # Looked up here, so that the tasks after it need no EC2 client to reach the instance.
+                address = await hook.get_ssh_address_async(self.instance_id)
         if not self.end_from_trigger:
             event = {"status": verdict, "instance_id": self.instance_id, "message": description}
             yield TriggerEvent({**event, "address": address, **ready} if address else event)
@@ -123,3 +110,20 @@ class InstanceReadyTrigger(BaseTrigger):
         else:
             self.log.error("%s", ec2_lifecycle.unready_error(self.instance_id, verdict, description, self.timeout_secs))
             yield TaskFailedEvent()
+
+    async def _wait(self, hook: RampEc2Hook) -> tuple[str, str]:
+        """Poll until the instance is no longer booting, or time is up: (verdict, description)."""
+        deadline = time.monotonic() + self.timeout_secs
+        while True:
+            try:
+                verdict, description = await hook.get_readiness_async(self.instance_id)
+            except (ClientError, BotoCoreError, OSError) as err:
+                # A throttled or dropped EC2 call: the next poll asks again, until the deadline.
+                verdict, description = ec2_lifecycle.WAITING, f"EC2 did not answer ({type(err).__name__}: {err})"
+            self.log.info("Instance %s: %s", self.instance_id, description)
+            if verdict != ec2_lifecycle.WAITING:
+                return verdict, description
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return ec2_lifecycle.TIMEOUT, description
+            await asyncio.sleep(min(self.poll_interval, remaining))
