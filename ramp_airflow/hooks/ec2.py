@@ -228,8 +228,8 @@ class RampEc2Hook(EC2Hook):
     @contextlib.asynccontextmanager
     async def held_async_client(self) -> AsyncIterator[None]:
         """
-        Make the ``*_async`` calls of this block share one aiobotocore client. A client costs about
-        65 ms of CPU to make and 4 ms a call to use (benchmarks/README.md), and a trigger that polls
+        Make the ``*_async`` calls of this block share one aiobotocore client. A client costs 70-110 ms
+        of CPU to make and 4 ms a call to use (benchmarks/ec2_poll_cost.py), and a trigger that polls
         each second would otherwise make one per poll.
         """
         async with await self.get_async_conn() as client:
