@@ -40,6 +40,12 @@ def component_name(cmdline: list[str]) -> str:
     return os.path.basename(words[0])
 
 
+def _cpu_seconds(proc: psutil.Process) -> float:
+    """A process's own CPU seconds plus those of the children it reaped."""
+    t = proc.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class ProcessTrees:
     """
     The processes of some process groups (one per stack component), found through /proc; with
@@ -69,8 +75,7 @@ class ProcessTrees:
         total = 0.0
         for proc in self.processes():
             with contextlib.suppress(psutil.Error):
-                t = proc.cpu_times()
-                total += t.user + t.system + t.children_user + t.children_system
+                total += _cpu_seconds(proc)
         return total
 
     def cpu_by_component(self) -> dict[str, float]:
@@ -82,10 +87,19 @@ class ProcessTrees:
         totals: dict[str, float] = {}
         for proc in self.processes():
             with contextlib.suppress(psutil.Error):
-                t = proc.cpu_times()
                 name = component_name(proc.cmdline())
-                totals[name] = totals.get(name, 0.0) + t.user + t.system + t.children_user + t.children_system
+                totals[name] = totals.get(name, 0.0) + _cpu_seconds(proc)
         return totals
+
+    def cpu_by_component_since(self, before: dict[str, float], per_minute_of: float | None = None) -> dict[str, float]:
+        """
+        :meth:`cpu_by_component` minus an earlier reading of it, the most first, in tenths of a second;
+        with ``per_minute_of`` (the seconds between the readings), per minute.
+        """
+        scale = 60 / per_minute_of if per_minute_of else 1.0
+        now = self.cpu_by_component()
+        spent = {name: (seconds - before.get(name, 0.0)) * scale for name, seconds in now.items()}
+        return {name: round(seconds, 1) for name, seconds in sorted(spent.items(), key=lambda item: -item[1])}
 
     def rss_bytes(self) -> int:
         total = 0

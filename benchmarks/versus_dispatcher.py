@@ -19,11 +19,13 @@ memory_profiling on. Cases (``--cases``, run in this order): ``start``, one subm
 starts (its start-up, to the claim and to ``training``); ``3`` at once with instant boots, ``10`` at once with EC2
 status checks held ``initializing`` for 20 s, ``50`` at once with instant boots.
 
-Figures per side and case: start-up (process started -> first ``sent_to_training_timestamp``),
+Figures per side and case: start-up (process started -> first ``sent_to_training_timestamp``, and -> first
+``training``; in the first case only),
 detection (new -> claimed, median), makespan (new -> last final state), latency (new -> final, median),
 CPU seconds per submission (user+system of the side's whole process tree, exited children included),
 billed idle seconds per submission (each instance's moto launch time -> its termination, summed, minus
-each training's own duration from its ``mprof.dat``), peak RSS of the side's process tree (0.5 s samples).
+each training's own duration from its ``mprof.dat``), the machine's busy share, peak RSS of the side's process
+tree (0.5 s samples) and its PSS (2 s samples); for ramp_aws_train_loop, CPU by kind of process.
 Final-state times come from a trigger on ``submissions.state`` (benchmarks/ramp_submissions.py).
 
 Runs as root inside a fresh network namespace only (the dispatcher's ssh has no port option: the
@@ -196,7 +198,9 @@ class Case:
     def figures(self, final: dict, started: float | None, cpu: float, peak: tuple[int, int]) -> dict:
         """The case's figures, from the RAMP database, moto and the instance's files."""
         bench = self.bench
-        machine = [now - before for now, before in zip(psutil.cpu_times(), self.machine)]
+        machine_now = psutil.cpu_times()
+        machine_idle = sum(getattr(machine_now, f) - getattr(self.machine, f) for f in ("idle", "iowait"))
+        machine_busy = 1 - machine_idle / (sum(machine_now) - sum(self.machine))
         bench.ec2.set_status_delay(0)  # boots of later launches (none of this case's) are instant again
         with bench.ramp.cursor() as cur:
             cur.execute("SELECT id, sent_to_training_timestamp FROM submissions WHERE id = ANY(%s)", (self.ids,))
@@ -231,7 +235,7 @@ class Case:
             "cpu_per_sub": cpu / self.n,
             "idle_per_sub": (billed - sum(trained.values())) / self.n,
             # Every process of the machine: the side, moto, sshd, the trainings, this script.
-            "machine_busy_pct": 100 * (1 - (machine[3] + machine[4]) / sum(machine)),  # fields 3, 4: idle, iowait
+            "machine_busy_pct": 100 * machine_busy,
             "rss_peak_mib": peak[0] / 2**20,
             "pss_peak_mib": peak[1] / 2**20,
             "instances": len(instances),
@@ -418,10 +422,7 @@ def run_airflow(bench: Bench, cases: list[str], venv: Path) -> dict:
                 )
                 case.wait_terminated()  # its idle time and CPU end with the termination, as the dispatcher's do
                 cpu = trees.cpu_seconds() - cpu0
-                by_component = {
-                    name: round(seconds - by_component0.get(name, 0.0), 1)
-                    for name, seconds in sorted(trees.cpu_by_component().items(), key=lambda item: -item[1])
-                }
+                by_component = trees.cpu_by_component_since(by_component0)
             finally:
                 peak = rss.stop()
             if proc.poll() is not None:
@@ -448,8 +449,7 @@ def idle_cpu(trees: ProcessTrees, seconds: float) -> dict[str, float]:
     """CPU seconds per minute of each kind of process while the loop waits with nothing to train."""
     before = trees.cpu_by_component()
     time.sleep(seconds)
-    after = trees.cpu_by_component()
-    return {name: round((after[name] - before.get(name, 0.0)) * 60 / seconds, 1) for name in after}
+    return trees.cpu_by_component_since(before, per_minute_of=seconds)
 
 
 FIGURES = [
