@@ -94,13 +94,15 @@ def retire_seeded(conn, keep_new: tuple[str, ...] = ("starting_kit",), state: st
     conn.commit()
 
 
-def add_new_submissions(conn, template_id: int, count: int, prefix: str) -> tuple[list[int], float]:
+def add_new_submissions(
+    conn, template_id: int, count: int, prefix: str, commit_at: float | None = None
+) -> tuple[list[int], float]:
     """
     Copy submission ``template_id`` ``count`` times (names ``<prefix><i>``) in state ``new``.
 
     The folders are copied first, then every row is inserted in one transaction, so that all
-    the copies become ``new`` at the same instant. Returns their ids and that instant
-    (``time.time()`` right after the commit).
+    the copies become ``new`` at the same instant: ``commit_at`` (an epoch time) when given and still
+    ahead, at once otherwise. Returns their ids and that instant (``time.time()`` right after the commit).
     """
     base = submissions_path(conn, template_id)
     source = local_submission_dir(base, template_id)
@@ -119,6 +121,8 @@ def add_new_submissions(conn, template_id: int, count: int, prefix: str) -> tupl
                     cur.execute(statement, {"new": new, "template": template_id})
                 # The folder must exist before the commit makes the submission visible to the loop.
                 shutil.copytree(source, local_submission_dir(base, new))
+        if commit_at is not None:
+            time.sleep(max(0.0, commit_at - time.time()))
         conn.commit()
     except BaseException:
         conn.rollback()

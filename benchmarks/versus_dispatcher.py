@@ -12,7 +12,8 @@ in one transaction:
 - ramp_aws_train_loop: ``<venv>/bin/ramp_aws_train_loop config.yml`` as the README tells a user, on a
   fresh empty AIRFLOW_HOME with no AIRFLOW* variable in its environment; started once, after the first
   case's submissions are new, and kept running across the cases (start-up is the first case's): from
-  the second case on, submissions arrive at a running, idle loop, as they do during a challenge.
+  the second case on, submissions arrive at a running, idle loop, as they do during a challenge, and
+  halfway between two of its looks at the database (every 5 s): the wait a submission has on average.
 
 Both: check_status_interval_secs 1, check_finished_training_interval_secs 1, train_loop_interval_secs 5,
 memory_profiling on. Cases (``--cases``, run in this order): ``start``, one submission new as the side
@@ -20,8 +21,8 @@ starts (its start-up, to the claim and to ``training``); ``3`` at once with inst
 status checks held ``initializing`` for 20 s, ``50`` at once with instant boots.
 
 Figures per side and case: start-up (process started -> first ``sent_to_training_timestamp``, and -> first
-``training``; in the first case only),
-detection (new -> claimed, median), makespan (new -> last final state), latency (new -> final, median),
+``training``; in the first case only), detection (new -> claimed, median; for a running loop, the part
+until its next look, from its logs), makespan (new -> last final state), latency (new -> final, median),
 CPU seconds per submission (user+system of the side's whole process tree, exited children included),
 billed idle seconds per submission (each instance's moto launch time -> its termination, summed, minus
 each training's own duration from its ``mprof.dat``), the machine's busy share, peak RSS of the side's process
@@ -61,6 +62,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.loop_polls import halfway_between_looks, loop_looks, wait_for_look  # noqa: E402
 from benchmarks.orchestration import utc_epoch  # noqa: E402
 from benchmarks.ramp_submissions import (  # noqa: E402
     add_new_submissions,
@@ -157,11 +159,13 @@ def submission_of(inst) -> int | None:
 class Case:
     """One batch of one side: its submissions, when they became new, and what the side did with them."""
 
-    def __init__(self, name: str, bench: Bench, side: str):
+    def __init__(self, name: str, bench: Bench, side: str, arrive_at: float | None = None):
         self.name, self.bench, self.side = name, bench, side
         self.n, self.boot_delay = CASES[name]
         bench.ec2.set_status_delay(self.boot_delay)
-        self.ids, self.t_new = add_new_submissions(bench.ramp, bench.template, self.n, prefix=f"vs{side[0]}{name}_")
+        self.ids, self.t_new = add_new_submissions(
+            bench.ramp, bench.template, self.n, prefix=f"vs{side[0]}{name}_", commit_at=arrive_at
+        )
         self.machine = psutil.cpu_times()
 
     def wait_final(self, timeout: float, alive=lambda: True) -> dict:
@@ -397,6 +401,7 @@ def run_airflow(bench: Bench, cases: list[str], venv: Path) -> dict:
     home.mkdir()
     argv = [str(venv / "bin" / "ramp_aws_train_loop"), str(bench.config)]
     env = airflow_environment(home, bench.ec2)
+    event, interval = bench.ramp_db.event, INTERVALS["train_loop_interval_secs"]
     if bench.args.metadata == "postgres":
         # An organiser's choice the README names: Airflow's metadata in a PostgreSQL database.
         env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = bench.cluster.url(
@@ -407,7 +412,10 @@ def run_airflow(bench: Bench, cases: list[str], venv: Path) -> dict:
     log = open(folder / "ramp_aws_train_loop.log", "w")
     try:
         for name in cases:
-            case = Case(name, bench, "airflow")
+            # Into a running loop, submissions arrive halfway between two of its looks: on average, as
+            # they arrive during a challenge (see benchmarks/loop_polls.py).
+            arrive_at = None if proc is None else halfway_between_looks(loop_looks(home, event), interval, time.time())
+            case = Case(name, bench, "airflow", arrive_at)
             started, cpu0, by_component0 = None, 0.0, {}
             if proc is None:
                 started = time.time()
@@ -429,6 +437,7 @@ def run_airflow(bench: Bench, cases: list[str], venv: Path) -> dict:
                 raise RuntimeError(f"ramp_aws_train_loop exited ({proc.returncode}): see {log.name}")
             results[name] = {
                 **case.figures(final, started, cpu, peak),
+                "look_wait": None if started else wait_for_look(loop_looks(home, event), case.t_new),
                 "sampler_cpu": rss.own_cpu,
                 "cpu_by_component": by_component,
             }
@@ -456,6 +465,7 @@ FIGURES = [
     ("startup", "start-up to claim s", "{:.1f}"),
     ("startup_training", "start-up to training s", "{:.1f}"),
     ("detect", "detection s (median)", "{:.1f}"),
+    ("look_wait", "of which until the loop looked s", "{:.1f}"),
     ("makespan", "makespan s", "{:.1f}"),
     ("latency", "latency new->final s (median)", "{:.1f}"),
     ("cpu_per_sub", "CPU s per submission", "{:.1f}"),
