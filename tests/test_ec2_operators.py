@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import importlib.util
 import json
+import threading
 import uuid
 
 import pytest
@@ -17,17 +18,20 @@ from airflow.providers.common.compat.sdk import (
 )
 from airflow.sdk import DAG
 from airflow.triggers.base import TaskFailedEvent, TaskSuccessEvent
+from botocore.exceptions import BotoCoreError
 
 from ramp_airflow.hooks.ec2 import RampEc2Hook
 from ramp_airflow.operators.ec2 import LAUNCHED_XCOM_KEY, LaunchInstanceOperator
 from ramp_airflow.operators.terminations import TerminateInstanceOperator
 from ramp_airflow.sensors.instance import InstanceReadySensor
 from ramp_airflow.triggers.ec2 import InstanceReadyTrigger, ec2_hook
-from ramp_airflow.utils import cost_ledger, ec2_tags
+from ramp_airflow.utils import cost_ledger, ec2_lifecycle, ec2_tags
 from ramp_airflow.utils.aws_credentials import AwsCredentials
 from ramp_airflow.utils.layout import cost_ledger_file
+from testbench._proc import wait_until
 from testbench.ec2 import refused_launches
 from testbench.event_config import write_connection_config
+from testbench.relay import relay_to
 from testbench.training_runs import PushingTaskInstance
 from testbench.training_runs import task_context as context
 from testbench.triggers import RecordingTaskInstance, run_trigger
@@ -225,6 +229,61 @@ def test_ready_sensor_poke_and_timeout(ec2, dag, run_id, monkeypatch):
         "ready_at": ending.task_instance.xcoms["ready_at"],
     }
     datetime.datetime.fromisoformat(ending.task_instance.xcoms["ready_at"])
+
+
+def test_the_ready_wait_rides_out_an_ec2_outage_on_its_one_client(ec2, dag, run_id, monkeypatch):
+    """EC2 unreachable mid-wait (connections cut, then refused): the trigger's held client recovers."""
+    instance_id = launch_operator(ec2).execute(context(run_id))
+    made, answers = [], []
+    make_client, readiness = RampEc2Hook.get_async_conn, RampEc2Hook.get_readiness_async
+
+    async def counted(self):
+        made.append(self)
+        return await make_client(self)
+
+    async def recorded(self, *args):
+        try:
+            answer = await readiness(self, *args)
+        except Exception as err:
+            answers.append(err)
+            raise
+        answers.append(answer[0])
+        return answer
+
+    monkeypatch.setattr(RampEc2Hook, "get_async_conn", counted)
+    monkeypatch.setattr(RampEc2Hook, "get_readiness_async", recorded)
+    outage_error: list[BaseException] = []
+
+    def outage(relay):
+        try:
+            wait_until(lambda: answers.count(ec2_lifecycle.WAITING) >= 2, 60, "two polls through the relay")
+            relay.cut()
+            cut_at = len(answers)
+            wait_until(lambda: len(answers) >= cut_at + 2, 60, "two polls during the outage")
+            relay.listen()
+            ec2.set_status_delay(0)
+        except BaseException as err:
+            outage_error.append(err)
+
+    ec2.set_status_delay(3600)
+    try:
+        with relay_to(ec2.port) as relay:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", relay.url)
+            cutter = threading.Thread(target=outage, args=(relay,))
+            cutter.start()
+            try:
+                event = run_trigger(InstanceReadyTrigger(instance_id, {}, 0.1, timeout_secs=120))
+            finally:
+                cutter.join(timeout=120)
+    finally:
+        ec2.set_status_delay(0)
+    assert not outage_error, outage_error
+    assert event.payload["status"] == "ready" and event.payload["address"] == "127.0.0.1"
+    failed = [answer for answer in answers if isinstance(answer, Exception)]
+    # What the trigger takes for EC2 not answering (botocore's, after its own retries).
+    assert failed and all(isinstance(err, BotoCoreError) for err in failed), answers
+    assert answers[-1] == ec2_lifecycle.READY
+    assert len(made) == 1  # the same client before, during and after the outage, the address lookup included
 
 
 def test_terminate_only_what_this_run_launched(ec2, dag, run_id):
