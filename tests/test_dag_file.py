@@ -29,6 +29,28 @@ def test_broken_config_is_an_import_error_and_others_load(tmp_path, ramp_db, ins
     assert f"{broken}: aws.instance_type: missing required field" in error
 
 
+def test_a_task_start_builds_its_own_dag_alone(tmp_path, ramp_db, instance, ec2, airflow_home, monkeypatch):
+    """Parsed as a task's start parses it (Airflow's parsing context), the file builds that task's DAG only."""
+    iris = write_event_config(tmp_path / "iris.yml", ramp_db, instance, ec2)
+    (tmp_path / "other.yml").write_text(iris.read_text().replace(ramp_db.event, "other"))
+    (tmp_path / "broken.yaml").write_text(iris.read_text().replace("instance_type:", "instance_typ:"))
+    monkeypatch.setenv("RAMP_AIRFLOW_CONFIG_DIR", str(tmp_path))
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.definitions.context import _AIRFLOW_PARSING_CONTEXT_DAG_ID
+
+    def parsed_for(dag_id: str) -> DagBag:
+        # As the task runner sets it around its parse; Airflow's own context manager leaves it set.
+        monkeypatch.setenv(_AIRFLOW_PARSING_CONTEXT_DAG_ID, dag_id)
+        return DagBag(dag_folder=DAGS_FOLDER)
+
+    bag = parsed_for("ramp_train_loop_other")
+    assert bag.dag_ids == ["ramp_train_loop_other"] and bag.import_errors == {}
+    assert parsed_for(f"ramp_train_{ramp_db.event}").dag_ids == [f"ramp_train_{ramp_db.event}"]
+    # A DAG no valid config makes (its config broken since): everything, the import error included.
+    bag = parsed_for("ramp_train_gone")
+    assert len(bag.dag_ids) == 6 and len(bag.import_errors) == 1
+
+
 def test_no_config_dir_means_no_dags(monkeypatch, airflow_home):
     monkeypatch.delenv("RAMP_AIRFLOW_CONFIG_DIR", raising=False)
     from airflow.dag_processing.dagbag import DagBag

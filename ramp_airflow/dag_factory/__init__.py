@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from airflow.sdk import DAG
@@ -48,17 +49,41 @@ def config_files(location: str | Path) -> list[Path]:
     return sorted(p for p in location.iterdir() if p.suffix in (".yml", ".yaml") and p.is_file())
 
 
-def event_dags(config_path: str | Path) -> dict[str, DAG]:
-    """The training, loop and housekeeping DAG of one event config, by DAG id."""
+_BUILDERS = (
+    (training_dag_id, build_training_dag),
+    (loop_dag_id, build_loop_dag),
+    (housekeeping_dag_id, build_housekeeping_dag),
+)
+
+
+def event_dags(config_path: str | Path, only: str | None = None) -> dict[str, DAG]:
+    """
+    The training, loop and housekeeping DAG of one event config, by DAG id; with ``only``, just the
+    DAG of that id (none when the config makes no such DAG).
+    """
     config = load_config(config_path)
-    builders = (build_training_dag, build_loop_dag, build_housekeeping_dag)
-    return {dag.dag_id: dag for dag in (build(config) for build in builders)}
+    return {
+        dag_id: build(config)
+        for dag_id, build in ((name(config.event_name), build) for name, build in _BUILDERS)
+        if only is None or dag_id == only
+    }
 
 
-def dags_from_configs(location: str | Path | None) -> dict[str, DAG]:
-    """Every event's DAGs from a directory of configs (or one file), broken configs reported."""
+def dags_from_configs(location: str | Path | None, only: str | None = None) -> dict[str, DAG]:
+    """
+    Every event's DAGs from a directory of configs (or one file), broken configs reported.
+
+    With ``only``, the DAG a task runs (Airflow's parsing context), that DAG alone when a valid
+    config makes it: a task's start then builds one DAG, not every event's three (0.12-0.15 s of
+    CPU with 20 events, 3 ms for one DAG). Otherwise, everything, as the DAG processor needs it.
+    """
     if not location:
         return {}
+    if only:
+        for path in config_files(location):
+            with contextlib.suppress(ConfigError):  # another event's broken config: not this task's
+                if found := event_dags(path, only):
+                    return found
     dags: dict[str, DAG] = {}
     problems = []
     for path in config_files(location):

@@ -7,6 +7,9 @@ reported as an import error naming its file and fields.
 
 import os
 
+from airflow.sdk import get_parsing_context
+
 from ramp_airflow.dag_factory import dags_from_configs
 
-globals().update(dags_from_configs(os.environ.get("RAMP_AIRFLOW_CONFIG_DIR")))
+# A task's start parses this file for its own DAG alone (Airflow's parsing context): no other is built.
+globals().update(dags_from_configs(os.environ.get("RAMP_AIRFLOW_CONFIG_DIR"), only=get_parsing_context().dag_id))
