@@ -62,11 +62,8 @@ def event_dags(config_path: str | Path, only: str | None = None) -> dict[str, DA
     DAG of that id (none when the config makes no such DAG).
     """
     config = load_config(config_path)
-    return {
-        dag_id: build(config)
-        for dag_id, build in ((name(config.event_name), build) for name, build in _BUILDERS)
-        if only is None or dag_id == only
-    }
+    builders = {name(config.event_name): build for name, build in _BUILDERS}
+    return {dag_id: build(config) for dag_id, build in builders.items() if only is None or dag_id == only}
 
 
 def dags_from_configs(location: str | Path | None, only: str | None = None) -> dict[str, DAG]:
@@ -74,8 +71,9 @@ def dags_from_configs(location: str | Path | None, only: str | None = None) -> d
     Every event's DAGs from a directory of configs (or one file), broken configs reported.
 
     With ``only``, the DAG a task runs (Airflow's parsing context), that DAG alone when a valid
-    config makes it: a task's start then builds one DAG, not every event's three (0.12-0.15 s of
-    CPU with 20 events, 3 ms for one DAG). Otherwise, everything, as the DAG processor needs it.
+    config makes it: a task's start then builds one DAG, not every event's three (0.1 s of CPU less
+    per task start with 20 events, 0.44 s with 100: benchmarks/parse_time.py). Otherwise,
+    everything, as the DAG processor needs it.
     """
     if not location:
         return {}
