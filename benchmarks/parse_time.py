@@ -205,6 +205,10 @@ def main() -> None:
     if args.child:
         child(args.child)
         return
+    # Here, not at the top: a child measures what the parse imports, ramp_airflow included.
+    sys.path.insert(0, str(REPO))
+    from ramp_airflow.utils.dag_ids import training_dag_id
+
     work = Path(tempfile.mkdtemp(prefix="bench-parse-"))
     try:
         key = work / "key"
@@ -228,7 +232,7 @@ def main() -> None:
                 bad = [r for r in results if r["dags"] != DAGS_PER_CONFIG * count or r["import_errors"]]
                 assert not bad, f"{mode}: {bad[0]}"
             # As a task of the last event's training DAG starts: Airflow's parsing context names its DAG.
-            task_env = {**env, "_AIRFLOW_PARSING_CONTEXT_DAG_ID": f"ramp_train_{event_name(count - 1)}"}
+            task_env = {**env, "_AIRFLOW_PARSING_CONTEXT_DAG_ID": training_dag_id(event_name(count - 1))}
             task = [run_child(task_env, "airflow")[0] for _ in range(args.repeats)]
             assert all(r["dags"] == 1 for r in task), task[0]
             full = runs["airflow"]

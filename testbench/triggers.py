@@ -33,3 +33,18 @@ def run_trigger(trigger, timeout: float = 120):
             return event
 
     return asyncio.run(asyncio.wait_for(first_event(), timeout))
+
+
+def async_clients_made(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The hooks for which an aiobotocore client was made, one entry per client, from now on."""
+    from ramp_airflow.hooks.ec2 import RampEc2Hook
+
+    made = []
+    make_client = RampEc2Hook.get_async_conn
+
+    async def counted(self):
+        made.append(self)
+        return await make_client(self)
+
+    monkeypatch.setattr(RampEc2Hook, "get_async_conn", counted)
+    return made

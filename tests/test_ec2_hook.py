@@ -14,6 +14,7 @@ from airflow.providers.common.compat.sdk import AirflowException, AirflowFailExc
 from ramp_airflow.hooks.ec2 import RampEc2Hook
 from ramp_airflow.utils import ec2_errors, ec2_lifecycle, ec2_tags
 from testbench.ec2 import refused_launches
+from testbench.triggers import async_clients_made
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.timezone.utc)
 
@@ -352,14 +353,7 @@ def test_readiness_waits_for_status_checks(ec2):
 def test_held_async_client_serves_every_call_of_its_block(ec2, monkeypatch):
     hook = RampEc2Hook()
     instance_id = hook.launch_instance(**ec2.launch_args())["instance_id"]
-    made = []
-    make_client = RampEc2Hook.get_async_conn
-
-    async def counted(self):
-        made.append(self)
-        return await make_client(self)
-
-    monkeypatch.setattr(RampEc2Hook, "get_async_conn", counted)
+    made = async_clients_made(monkeypatch)
 
     async def polls() -> list:
         async with hook.held_async_client():

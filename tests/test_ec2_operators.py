@@ -34,7 +34,7 @@ from testbench.event_config import write_connection_config
 from testbench.relay import relay_to
 from testbench.training_runs import PushingTaskInstance
 from testbench.training_runs import task_context as context
-from testbench.triggers import RecordingTaskInstance, run_trigger
+from testbench.triggers import RecordingTaskInstance, async_clients_made, run_trigger
 
 DAG_ID = "ramp_iris_train"
 
@@ -234,12 +234,8 @@ def test_ready_sensor_poke_and_timeout(ec2, dag, run_id, monkeypatch):
 def test_the_ready_wait_rides_out_an_ec2_outage_on_its_one_client(ec2, dag, run_id, monkeypatch):
     """EC2 unreachable mid-wait (connections cut, then refused): the trigger's held client recovers."""
     instance_id = launch_operator(ec2).execute(context(run_id))
-    made, answers = [], []
-    make_client, readiness = RampEc2Hook.get_async_conn, RampEc2Hook.get_readiness_async
-
-    async def counted(self):
-        made.append(self)
-        return await make_client(self)
+    made, answers = async_clients_made(monkeypatch), []
+    readiness = RampEc2Hook.get_readiness_async
 
     async def recorded(self, *args):
         try:
@@ -250,7 +246,6 @@ def test_the_ready_wait_rides_out_an_ec2_outage_on_its_one_client(ec2, dag, run_
         answers.append(answer[0])
         return answer
 
-    monkeypatch.setattr(RampEc2Hook, "get_async_conn", counted)
     monkeypatch.setattr(RampEc2Hook, "get_readiness_async", recorded)
     outage_error: list[BaseException] = []
 
