@@ -168,11 +168,15 @@ def test_sshd_restart_keeps_port_and_keys(instance):
 
 
 def test_sshd_restart_drops_open_connections(instance):
+    # A session of an earlier test may still be exiting: only one that appears after the client
+    # started is its own (else sshd could restart before the client connects, and the client then
+    # reaches the new sshd and sleeps).
+    earlier = set(instance.session_pids())
     client = subprocess.Popen(
         _ssh(instance, instance.host) + ["sleep 60"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        wait_until(instance.session_pids, 10, "the ssh session to open")
+        wait_until(lambda: set(instance.session_pids()) - earlier, 10, "the ssh session to open")
         instance.restart()
         assert client.wait(timeout=15) != 0
     finally:
